@@ -1,0 +1,115 @@
+"""The book as a reader meets it: notebooks execute on the smoke profile, the site builds from
+those executions, and headless Chromium renders every chapter with its figures and tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("book_tool", ROOT / "tools" / "book.py")
+book_tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(book_tool)
+
+CHAPTERS = [p.stem for p in book_tool.notebook_sources()]
+
+
+def test_no_notebook_is_committed_with_outputs():
+    tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert tracked == [], f"commit notebooks as jupytext MyST .md only, found {tracked}"
+    for source in book_tool.notebook_sources():
+        text = source.read_text()
+        assert "format_name: myst" in text, f"{source} is not a jupytext MyST notebook"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_first_code_cell_is_the_parameters_cell(chapter):
+    import jupytext
+
+    notebook = jupytext.read(ROOT / "notebooks" / f"{chapter}.md")
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert code, f"{chapter} has no code cell"
+    assert "parameters" in code[0].metadata.get("tags", []), f"{chapter}: first code cell not tagged"
+    assert re.search(r"^profile\s*=", code[0].source, re.M), f"{chapter}: no profile parameter"
+    for cell in notebook.cells:
+        assert not cell.get("outputs"), f"{chapter} carries outputs"
+
+
+def test_unknown_profile_is_refused_with_the_choices():
+    with pytest.raises(SystemExit, match="expected one of"):
+        book_tool.execute("fast", ROOT / "_build" / "never")
+
+
+@pytest.fixture(scope="session")
+def smoke_site(tmp_path_factory):
+    """Executes every notebook on the smoke profile (fresh run cache) and builds the site."""
+    work = tmp_path_factory.mktemp("book")
+    executed = work / "executed"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WSOL_RUNS_DIR", str(work / "runs"))
+    try:
+        notebooks = book_tool.execute("smoke", executed, force=True)
+    finally:
+        mp.undo()
+    html = book_tool.build(executed, work / "site")
+    return notebooks, html
+
+
+@pytest.mark.notebooks
+def test_every_notebook_executes_on_smoke_without_errors(smoke_site):
+    notebooks, _ = smoke_site
+    assert [n.stem for n in notebooks] == CHAPTERS
+    for notebook in notebooks:
+        nb = json.loads(notebook.read_text())
+        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+        assert not errors, f"{notebook.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+        images = [o for c in nb["cells"] for o in c.get("outputs", [])
+                  if "image/png" in o.get("data", {})]
+        assert images, f"{notebook.name} produced no figure"
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail("Chromium is needed to test the built site: `apt-get install chromium` "
+                "(CI installs it in .ci/run)")
+
+
+def _render(url: str, screenshot: Path | None = None) -> str:
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--virtual-time-budget=5000", "--window-size=1280,2400"]
+    if screenshot is not None:
+        subprocess.run(command + [f"--screenshot={screenshot}", url], capture_output=True,
+                       timeout=120, check=True)
+    result = subprocess.run(command + ["--dump-dom", url], capture_output=True, text=True,
+                            timeout=120, check=True)
+    return result.stdout
+
+
+@pytest.mark.browser
+def test_site_renders_every_page_in_chromium(smoke_site):
+    _, html = smoke_site
+    index = _render((html / "index.html").as_uri())
+    assert "wsolbook" in index
+    for page in ("book/datasets", "book/metrics", "book/reproduce"):
+        dom = _render((html / f"{page}.html").as_uri())
+        assert "<h1" in dom, f"{page} has no title"
+    for chapter in CHAPTERS:
+        page = html / "notebooks" / f"{chapter}.html"
+        assert page.exists(), f"the site has no page for {chapter}"
+        dom = _render(page.as_uri(), screenshot=html.parent / f"{chapter}.png")
+        figures = re.findall(r"<img[^>]+src=\"[^\"]+\.png\"", dom)
+        assert len(figures) >= 2, f"{chapter}: {len(figures)} figures rendered"
+        assert "<table" in dom, f"{chapter}: no table rendered"
+        for marker in ("Traceback (most recent call last)", "output_error", "stderr"):
+            assert marker not in dom, f"{chapter}: the page shows {marker!r}"

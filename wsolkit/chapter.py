@@ -1,0 +1,100 @@
+"""What the chapter notebooks share: train-or-reuse a run, here or on several GPUs.
+
+A chapter describes each model it needs with a :class:`wsolkit.train.TrainConfig` whose
+``extra`` names the training data (``{"dataset": "cub", "data_root": ..., "split": "train"}``).
+:func:`train_or_load` then returns the cached run, or trains it: in the notebook's own process
+(``launcher="local"``), or through ``torchrun`` on ``K`` GPUs (``launcher="torchrun:K"``), in
+which case each process rebuilds the data with :func:`training_data` from the configuration
+alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from wsolkit.profiles import ParameterError, check_choice, runs_dir
+from wsolkit.runs import RunRecord, cached_run, read_log
+from wsolkit.train import TensorImages, TrainConfig, fit, preload
+
+_DATASETS = ("cub", "ilsvrc", "coco_crops")
+
+
+def data_extra(dataset: str, root: str | os.PathLike, split: str = "train", **options) -> dict:
+    """The ``TrainConfig.extra`` entry that names a run's training data."""
+    check_choice("dataset", dataset, _DATASETS)
+    return {"dataset": dataset, "data_root": str(Path(root).resolve()), "split": split, **options}
+
+
+def training_data(config: TrainConfig):
+    """The training data a configuration names (the ``--data`` factory of ``python -m wsolkit.train``).
+
+    Small splits (the embedded benchmark, CUB) are decoded once into memory at
+    ``config.image_size``; ILSVRC's 1.28 million images are streamed with the standard random
+    resized crops and flips (``wsolkit.data.train_transform``).
+    """
+    from wsolkit.data import get_dataset, train_transform
+
+    extra = config.extra
+    missing = [k for k in ("dataset", "data_root", "split") if k not in extra]
+    if missing:
+        raise ParameterError(
+            f"TrainConfig.extra lacks {missing}; build it with wsolkit.chapter.data_extra(...)")
+    options = {k: v for k, v in extra.items()
+               if k not in ("dataset", "data_root", "split", "chapter", "preload")}
+    if extra["dataset"] == "ilsvrc" and not extra.get("preload", False):
+        return get_dataset("ilsvrc", extra["data_root"], extra["split"],
+                           transform=train_transform(config.image_size), **options)
+    dataset = get_dataset(extra["dataset"], extra["data_root"], extra["split"], **options)
+    return preload(dataset, config.image_size)
+
+
+def _launcher_processes(launcher: str) -> int:
+    if launcher == "local":
+        return 0
+    prefix, _, count = launcher.partition(":")
+    if prefix != "torchrun" or not count.isdigit() or int(count) < 1:
+        raise ParameterError(f"unknown launcher {launcher!r}; expected 'local' or 'torchrun:K' "
+                             "with K the number of GPUs, e.g. 'torchrun:8'")
+    return int(count)
+
+
+def _torchrun(config_path: Path, run_dir: Path, processes: int) -> dict:
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", f"--nproc_per_node={processes}", "-m", "wsolkit.train",
+               "--config", str(config_path), "--run-dir", str(run_dir),
+               "--data", "wsolkit.chapter:training_data", "--progress", "off"]
+    print("launching:", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    history = read_log(run_dir)
+    return {"epochs": len(history), "final": history[-1] if history else None,
+            "launcher": f"torchrun:{processes}"}
+
+
+def train_or_load(name: str, config: TrainConfig, train_data: TensorImages | None = None, *,
+                  launcher: str = "local", progress: bool | str = "auto") -> RunRecord:
+    """The cached run ``name`` under ``config``; trains it first when the cache has none.
+
+    Args:
+        name: run name; the run lives in ``runs/<name>-<hash of config>/``.
+        config: the run's configuration; ``config.extra`` names the data (:func:`data_extra`).
+        train_data: already loaded training data for local training; default: built from the
+            configuration with :func:`training_data`.
+        launcher: ``"local"`` (this process, CPU or one GPU) or ``"torchrun:K"`` (K processes,
+            one per GPU, through ``torch.distributed``).
+        progress: progress bars for local training.
+    """
+    processes = _launcher_processes(launcher)
+
+    def train(run_dir: Path) -> dict:
+        if processes:
+            # cached_run has written the configuration to config.json before calling us.
+            return _torchrun(run_dir / "config.json", run_dir, processes)
+        data = train_data if train_data is not None else training_data(config)
+        summary = fit(None, data, config, run_dir=run_dir, progress=progress)
+        return {k: v for k, v in summary.items() if k != "history"}
+
+    return cached_run(name, config, train, runs_root=runs_dir())

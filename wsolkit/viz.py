@@ -1,0 +1,79 @@
+"""Figures shared by the chapters: images with boxes and score-map overlays, threshold sweeps.
+
+Colours follow one convention in every chapter: ground truth red, prediction green, the
+discriminative part (embedded benchmark) yellow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Rectangle
+
+GT_COLOUR = "#d62728"
+PRED_COLOUR = "#2ca02c"
+PART_COLOUR = "#ffdd00"
+
+
+def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` uint8 or float tensor -> ``(H, W, 3)`` float array in ``[0, 1]``."""
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] == 3:
+        array = array.transpose(1, 2, 0)
+    array = array.astype(np.float32)
+    return array / 255 if array.max() > 1 else array
+
+
+def draw_box(ax, box: Sequence[float], colour: str, *, linewidth: float = 1.5,
+             linestyle: str = "-", inclusive: bool = True) -> None:
+    """Draws ``[x1, y1, x2, y2]``; inclusive boxes cover pixel ``x2`` (the evaluation convention)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    extra = 1.0 if inclusive else 0.0
+    ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1 + extra, y2 - y1 + extra, fill=False,
+                           edgecolor=colour, linewidth=linewidth, linestyle=linestyle))
+
+
+def show_localization(ax, image, *, score_map=None, gt_boxes=(), pred_boxes=(), part_boxes=(),
+                      title: str | None = None, alpha: float = 0.5) -> None:
+    """One panel: the image, optionally the score map over it, and the boxes."""
+    ax.imshow(to_display(image), interpolation="nearest")
+    if score_map is not None:
+        sm = score_map.float().numpy() if isinstance(score_map, torch.Tensor) else score_map
+        ax.imshow(sm, cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
+    for box in part_boxes:
+        draw_box(ax, box, PART_COLOUR, linestyle="--", linewidth=1.2)
+    for box in gt_boxes:
+        draw_box(ax, box, GT_COLOUR)
+    for box in pred_boxes:
+        draw_box(ax, box, PRED_COLOUR)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def plot_threshold_curves(ax, thresholds: np.ndarray, curves: Mapping[str, np.ndarray], *,
+                          marker_at: float | None = None, ylabel: str = "GT-known loc (%)") -> None:
+    """Accuracy against the score-map threshold, one line per method; marks the best point."""
+    for label, curve in curves.items():
+        curve = np.asarray(curve)
+        (line,) = ax.plot(thresholds, curve, label=label)
+        best = int(np.argmax(curve))
+        ax.plot(thresholds[best], curve[best], "o", color=line.get_color(), markersize=4)
+    if marker_at is not None:
+        ax.axvline(marker_at, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("threshold (fraction of the map maximum)")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def small_multiples(n_rows: int, n_cols: int, *, panel: float = 1.6):
+    """A grid of square panels sized for the book's column."""
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel * n_cols, panel * n_rows + 0.3),
+                             squeeze=False)
+    return fig, axes
