@@ -1,0 +1,53 @@
+"""Command line of :mod:`wsolkit.data`.
+
+``python -m wsolkit.data verify {cub,ilsvrc,coco} ROOT [--full] [--split SPLIT ...]`` checks a
+dataset root and prints what it found and what is missing or malformed; the exit code is 0 when
+the root is fine and 1 otherwise. ``python -m wsolkit.data generate ...`` writes a synthetic
+dataset (see :mod:`wsolkit.data.synthetic`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from wsolkit.data.common import VERIFY_SPLITS, verify
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["generate"]:
+        # Imported here so that verify works without the generator's own dependencies.
+        from wsolkit.data import synthetic
+
+        return synthetic.main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m wsolkit.data", description="Check or generate datasets."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("verify", help="check a dataset root")
+    check.add_argument("name", choices=sorted(VERIFY_SPLITS))
+    check.add_argument("root")
+    check.add_argument("--full", action="store_true", help="also decode every image")
+    check.add_argument(
+        "--split", action="append", help="a split to check (repeatable); default: all"
+    )
+    commands.add_parser("generate", help="write a synthetic dataset (see wsolkit.data.synthetic)")
+    args = parser.parse_args(argv)
+    try:
+        problems = verify(args.name, args.root, args.full, splits=args.split, log=print)
+    except ValueError as error:
+        parser.error(str(error))
+    if problems:
+        print(f"{len(problems)} problems in {args.root}:")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print(f"{args.name} at {args.root}: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

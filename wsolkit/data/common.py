@@ -1,0 +1,509 @@
+"""Shared pieces of the dataset loaders: errors, image decoding, annotation parsing, box checks.
+
+Every loader in :mod:`wsolkit.data` parses its annotation files once, when it is built, and
+checks them there, so that a broken download fails at the first line of a notebook with the
+file, the line and the expected form, rather than in the middle of an epoch. Images are decoded
+lazily, one per ``__getitem__``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision import tv_tensors
+
+#: Values accepted by the ``on_bad_box`` argument of every loader.
+BAD_BOX_POLICIES = ("error", "clip", "skip")
+
+#: A box may stick out of its image by this many pixels before it counts as outside.
+BOX_TOLERANCE = 1.0
+
+
+class DatasetFormatError(ValueError):
+    """A dataset on disk does not have the expected layout or content.
+
+    The message names the file (and line, where there is one), what was found, the expected
+    form and what to do about it.
+    """
+
+
+class BadBoxError(DatasetFormatError):
+    """A ground-truth box lies outside its image or has no area."""
+
+
+class DatasetWarning(UserWarning):
+    """Annotations were repaired or dropped because the user asked for it (``on_bad_box``)."""
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Fully decode an image file and return it in RGB.
+
+    The whole file is decoded here (``Image.load()``), so that a truncated or corrupt file fails
+    with its path instead of yielding a partly grey image. ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
+    left untouched. EXIF orientation is not applied: the annotations of CUB, ILSVRC and COCO refer
+    to the stored pixel grid.
+
+    Args:
+        path: image file (JPEG, PNG, ...; grayscale and CMYK are converted).
+
+    Returns:
+        ``PIL.Image.Image`` in mode ``"RGB"``, of the stored size ``(W, H)``.
+
+    Raises:
+        DatasetFormatError: the file is missing, unreadable, not an image or truncated.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetFormatError(
+            f"{path}: image file not found; check that the dataset was extracted completely"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetFormatError(
+            f"{path}: cannot decode the image ({error}); the file is truncated or corrupt, "
+            "download or extract it again"
+        ) from error
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """Read the size of an image from its header, without decoding the pixels.
+
+    Args:
+        path: image file.
+
+    Returns:
+        ``(H, W)`` as ints.
+
+    Raises:
+        DatasetFormatError: the file is missing or not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise DatasetFormatError(
+            f"{path}: image file not found; check that the dataset was extracted completely"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetFormatError(
+            f"{path}: cannot read the image header ({error}); the file is corrupt, "
+            "download or extract it again"
+        ) from error
+    return height, width
+
+
+def require_file(path: str | os.PathLike, expected: str) -> str:
+    """Return ``path`` as a string if it is a file, else raise naming the expected layout.
+
+    Args:
+        path: the file that must exist.
+        expected: one line describing what the file holds, e.g. ``'"<id> <relpath>" per line'``.
+
+    Raises:
+        DatasetFormatError: the file does not exist.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetFormatError(f"{path}: missing file; expected {expected}")
+    return path
+
+
+def require_dir(path: str | os.PathLike, expected: str) -> str:
+    """Return ``path`` as a string if it is a directory, else raise naming the expected layout."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise DatasetFormatError(f"{path}: missing directory; expected {expected}")
+    return path
+
+
+def read_fields(
+    path: str, num_fields: int | tuple[int, int | None], expected: str
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line_number, fields)`` of a whitespace-separated text file, skipping blank lines.
+
+    Args:
+        path: the text file.
+        num_fields: the exact number of fields, or ``(minimum, maximum)`` with ``maximum=None``
+            for no upper bound.
+        expected: the expected form of a line, quoted in errors, e.g. ``'"<id> x y w h"'``.
+
+    Yields:
+        ``(line_number, fields)`` with 1-based line numbers.
+
+    Raises:
+        DatasetFormatError: a line has the wrong number of fields.
+    """
+    low, high = (num_fields, num_fields) if isinstance(num_fields, int) else num_fields
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < low or (high is not None and len(fields) > high):
+                raise DatasetFormatError(
+                    f"{path}:{number}: found {len(fields)} fields in {line.strip()!r}; "
+                    f"expected {expected}"
+                )
+            yield number, fields
+
+
+def parse_number(text: str, kind: Callable[[str], Any], where: str, expected: str) -> Any:
+    """Convert one field with ``int`` or ``float``, raising with its place in the file.
+
+    Args:
+        text: the field.
+        kind: ``int`` or ``float``.
+        where: ``"file:line"``.
+        expected: the expected form of the line.
+
+    Raises:
+        DatasetFormatError: the field is not a number of that kind (or is NaN/inf).
+    """
+    try:
+        value = kind(text)
+    except ValueError:
+        raise DatasetFormatError(
+            f"{where}: {text!r} is not {'an integer' if kind is int else 'a number'}; "
+            f"expected {expected}"
+        ) from None
+    if kind is float and not math.isfinite(value):
+        raise DatasetFormatError(f"{where}: {text!r} is not a finite number; expected {expected}")
+    return value
+
+
+class BoxChecker:
+    """Checks ground-truth boxes against their image and applies the ``on_bad_box`` policy.
+
+    A box is bad when it is degenerate (``x2 <= x1`` or ``y2 <= y1``) or lies outside the image
+    by more than :data:`BOX_TOLERANCE` pixels (``x1 < -1``, ``y1 < -1``, ``x2 > W + 1`` or
+    ``y2 > H + 1``). Policies:
+
+    * ``"error"`` (default of every loader): raise :class:`BadBoxError` naming the annotation
+      file and line.
+    * ``"clip"``: clip out-of-image boxes to ``[0, W] x [0, H]``; boxes with no area, before or
+      after clipping, are dropped (they cannot be repaired) and counted as skipped.
+    * ``"skip"``: drop every bad box.
+
+    With ``"clip"`` or ``"skip"``, :meth:`finish` emits one :class:`DatasetWarning` with the exact
+    counts; the counts stay on the checker (and the loaders copy them to the dataset as
+    ``num_boxes_clipped``, ``num_boxes_skipped`` and ``num_images_without_boxes``).
+
+    Args:
+        on_bad_box: ``"error"``, ``"clip"`` or ``"skip"``.
+        dataset: a short name used in the warning, e.g. ``"CUB test"``.
+    """
+
+    def __init__(self, on_bad_box: str, dataset: str):
+        if on_bad_box not in BAD_BOX_POLICIES:
+            raise ValueError(f"on_bad_box={on_bad_box!r}; expected one of {BAD_BOX_POLICIES}")
+        self.on_bad_box = on_bad_box
+        self.dataset = dataset
+        self.num_clipped = 0
+        self.num_skipped = 0
+        self.num_images_without_boxes = 0
+
+    def __call__(
+        self,
+        boxes: np.ndarray,
+        sources: Sequence[str],
+        size: tuple[int, int],
+        image: str,
+        required: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Check the boxes of one image.
+
+        Args:
+            boxes: ``(K, 4)`` float32 ``[x1, y1, x2, y2]``.
+            sources: ``K`` strings naming where each box came from (``"file:line"``).
+            size: ``(H, W)`` of the image.
+            image: the image path, quoted in errors.
+            required: whether the image must keep at least one box (counted in
+                ``num_images_without_boxes`` when a policy removes all of them).
+
+        Returns:
+            ``(boxes, kept)``: ``(K', 4)`` float32, the boxes kept (clipped where the policy says
+            so), and ``(K',)`` int64 indices of those boxes in the input.
+
+        Raises:
+            BadBoxError: a bad box with ``on_bad_box="error"``.
+        """
+        if len(boxes) == 0:
+            return boxes.reshape(0, 4).astype(np.float32), np.zeros(0, dtype=np.int64)
+        height, width = size
+        x1, y1, x2, y2 = boxes.T
+        degenerate = (x2 <= x1) | (y2 <= y1)
+        outside = (
+            (x1 < -BOX_TOLERANCE)
+            | (y1 < -BOX_TOLERANCE)
+            | (x2 > width + BOX_TOLERANCE)
+            | (y2 > height + BOX_TOLERANCE)
+        )
+        bad = degenerate | outside
+        if not bad.any():
+            return boxes, np.arange(len(boxes))
+        if self.on_bad_box == "error":
+            k = int(np.flatnonzero(bad)[0])
+            what = (
+                "has no area (expected x2 > x1 and y2 > y1)"
+                if degenerate[k]
+                else f"lies outside the {width}x{height} image by more than {BOX_TOLERANCE:g} px "
+                f"(expected -1 <= x1, y1 and x2 <= {width + 1:g}, y2 <= {height + 1:g})"
+            )
+            raise BadBoxError(
+                f"{sources[k]}: box [x1, y1, x2, y2] = {boxes[k].tolist()} of {image} {what}; "
+                "fix the annotation, or pass on_bad_box='clip' or 'skip' to repair or drop "
+                "such boxes with a warning"
+            )
+        keep = ~bad
+        if self.on_bad_box == "clip":
+            # Only the boxes found outside are clipped: boxes within the tolerance stay as given.
+            repair = outside & ~degenerate
+            clipped = boxes.copy()
+            clipped[repair, 0::2] = clipped[repair, 0::2].clip(0, width)
+            clipped[repair, 1::2] = clipped[repair, 1::2].clip(0, height)
+            # A box entirely outside the image has no area once clipped: it is skipped.
+            repaired = repair & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+            self.num_clipped += int(repaired.sum())
+            keep = keep | repaired
+            boxes = clipped
+        self.num_skipped += int((~keep).sum())
+        if required and not keep.any():
+            self.num_images_without_boxes += 1
+        return np.ascontiguousarray(boxes[keep], dtype=np.float32), np.flatnonzero(keep)
+
+    def finish(self) -> None:
+        """Warn once with the exact counts if any box was clipped or skipped."""
+        if self.num_clipped == 0 and self.num_skipped == 0:
+            return
+        message = (
+            f"{self.dataset}: on_bad_box={self.on_bad_box!r} clipped {self.num_clipped} and "
+            f"skipped {self.num_skipped} ground-truth boxes that were outside the image or had "
+            "no area"
+        )
+        if self.num_images_without_boxes:
+            message += f"; {self.num_images_without_boxes} images were left without any box"
+        warnings.warn(message, DatasetWarning, stacklevel=3)
+
+
+def boxes_array(rows: Sequence[Sequence[float]]) -> np.ndarray:
+    """Stack box rows into a ``(K, 4)`` float32 array (``(0, 4)`` when empty)."""
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 4)
+
+
+def xywh_to_xyxy(x: float, y: float, w: float, h: float) -> list[float]:
+    """Convert a CUB/COCO ``x, y, w, h`` box to ``[x1, y1, x2, y2]`` with ``x2 = x + w``."""
+    return [x, y, x + w, y + h]
+
+
+def apply_transform(
+    sample: dict[str, Any],
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    box_keys: Sequence[str] = ("boxes",),
+    mask_keys: Sequence[str] = ("mask",),
+) -> dict[str, Any]:
+    """Run a whole-sample transform so that boxes and masks move with the image.
+
+    Boxes and masks are wrapped as :class:`torchvision.tv_tensors.BoundingBoxes` (``XYXY``) and
+    :class:`torchvision.tv_tensors.Mask` before the transform, so every
+    ``torchvision.transforms.v2`` geometric transform (resize, crops, flips) moves them with the
+    image; afterwards they are plain tensors again. Without a transform the sample is returned as
+    built (PIL image, plain tensors).
+
+    Args:
+        sample: a dataset sample with a PIL ``"image"``; boxes ``(K, 4)`` float32 and masks
+            ``(H, W)`` or ``(K, H, W)`` uint8 tensors under the given keys.
+        transform: a callable on the whole sample dict, such as
+            :func:`wsolkit.data.train_transform`, or ``None``.
+        box_keys: keys holding boxes.
+        mask_keys: keys holding masks.
+
+    Returns:
+        The transformed sample; tensors are plain ``torch.Tensor``.
+    """
+    if transform is None:
+        return sample
+    height, width = sample["image"].height, sample["image"].width
+    wrapped = dict(sample)
+    for key in box_keys:
+        if key in wrapped:
+            wrapped[key] = tv_tensors.BoundingBoxes(
+                wrapped[key], format="XYXY", canvas_size=(height, width)
+            )
+    for key in mask_keys:
+        if key in wrapped:
+            wrapped[key] = tv_tensors.Mask(wrapped[key])
+    out = transform(wrapped)
+    return {
+        key: value.as_subclass(torch.Tensor) if isinstance(value, tv_tensors.TVTensor) else value
+        for key, value in out.items()
+    }
+
+
+def check_split(split: str, known: Sequence[str], dataset: str) -> None:
+    """Raise ``ValueError`` if ``split`` is not one of ``known``."""
+    if split not in known:
+        raise ValueError(f"{dataset}: split={split!r}; expected one of {tuple(known)}")
+
+
+#: Dataset names of :func:`get_dataset`, mapped to ``(module, class)``; imported on first use.
+DATASETS = {
+    "cub": ("wsolkit.data.cub", "CUBDataset"),
+    "ilsvrc": ("wsolkit.data.ilsvrc", "ILSVRCDataset"),
+    "coco": ("wsolkit.data.coco", "COCODetection"),
+    "coco_crops": ("wsolkit.data.coco", "COCOObjectCrops"),
+}
+
+
+def get_dataset(name: str, root: str | os.PathLike, split: str, **kwargs: Any) -> Any:
+    """Build a dataset by name.
+
+    Args:
+        name: ``"cub"``, ``"ilsvrc"``, ``"coco"`` or ``"coco_crops"``.
+        root: the dataset root.
+        split: the split, e.g. ``"train"``, ``"val"``, ``"test"``.
+        **kwargs: passed to the loader (``transform``, ``on_bad_box``, ...).
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    module, cls = DATASETS[name]
+    return getattr(importlib.import_module(module), cls)(root, split, **kwargs)
+
+
+#: The splits :func:`verify` checks by default.
+VERIFY_SPLITS = {
+    "cub": ("train", "val", "test"),
+    "ilsvrc": ("train", "val"),
+    "coco": ("train", "val"),
+}
+
+
+def _layout_problems(name: str, root: str, splits: Sequence[str]) -> list[str]:
+    """Missing files and folders of a dataset root, each with the expected layout."""
+    needed: list[tuple[str, str, Callable[[str], bool]]] = []
+    problems: list[str] = []
+    if name == "cub":
+        from wsolkit.data import cub
+
+        for file in cub.REQUIRED_FILES:
+            needed.append((os.path.join(root, file), cub.EXPECTED[file], os.path.isfile))
+        needed.append((os.path.join(root, "images"), cub.EXPECTED["images"], os.path.isdir))
+    elif name == "ilsvrc":
+        from wsolkit.data import ilsvrc
+
+        try:
+            layout = ilsvrc.detect_layout(root)
+        except DatasetFormatError as error:
+            return [str(error)]
+        data = os.path.join(root, "ILSVRC", "Data", "CLS-LOC") if layout == "kaggle" else root
+        for split in splits:
+            needed.append((os.path.join(data, split), f"the {split} images", os.path.isdir))
+        if layout == "kaggle":
+            mapping = os.path.join(root, ilsvrc.MAPPING)
+            needed.append((mapping, ilsvrc.EXPECTED[ilsvrc.MAPPING], os.path.isfile))
+        if "val" in splits:
+            xml = (
+                os.path.join(root, "ILSVRC", "Annotations", "CLS-LOC", "val")
+                if layout == "kaggle"
+                else os.path.join(root, "val_boxes")
+            )
+            csv = os.path.join(root, ilsvrc.VAL_CSV)
+            if not os.path.isdir(xml) and not os.path.isfile(csv):
+                problems.append(
+                    f"missing {xml} or {csv}: expected validation boxes as "
+                    f"{ilsvrc.EXPECTED['xml']} or {ilsvrc.EXPECTED[ilsvrc.VAL_CSV]}"
+                )
+    else:
+        from wsolkit.data import coco
+
+        for split in splits:
+            needed.append((coco.annotation_path(root, split), coco.EXPECTED_JSON, os.path.isfile))
+            needed.append((coco.image_dir(root, split), f"the {split}2017 images", os.path.isdir))
+    missing = [f"missing {path}: expected {what}" for path, what, ok in needed if not ok(path)]
+    return missing + problems
+
+
+def verify(
+    name: str,
+    root: str | os.PathLike,
+    full: bool = False,
+    *,
+    splits: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Check a dataset root and list what is missing or malformed.
+
+    Checks the layout (every missing file or folder, with what it should hold), then builds each
+    split with ``on_bad_box="error"``, which parses and cross-checks every annotation and
+    validates every box; if boxes are bad, the split is built again with ``on_bad_box="skip"``
+    to count them all. With ``full``, every image (and CUB mask) is also decoded.
+
+    Args:
+        name: ``"cub"``, ``"ilsvrc"`` or ``"coco"``.
+        root: the dataset root.
+        full: decode every image too (slow on the full datasets).
+        splits: the splits to check; all by default (:data:`VERIFY_SPLITS`).
+        log: called with one line per fact found (counts of images, classes, boxes); e.g.
+            ``print``.
+
+    Returns:
+        The problems, one string each; empty when the root is fine.
+
+    Raises:
+        ValueError: an unknown dataset name or split.
+    """
+    if name not in VERIFY_SPLITS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(VERIFY_SPLITS)}")
+    splits = tuple(splits or VERIFY_SPLITS[name])
+    for split in splits:
+        check_split(split, VERIFY_SPLITS[name], f"verify {name}")
+    root = os.fspath(root)
+    say = log or (lambda line: None)
+    if not os.path.isdir(root):
+        return [f"missing {root}: expected the {name} dataset root"]
+    problems = _layout_problems(name, root, splits)
+    if problems:
+        return problems
+    for split in splits:
+        try:
+            dataset = get_dataset(name, root, split)
+        except BadBoxError as error:
+            problems.append(str(error))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DatasetWarning)
+                try:
+                    dataset = get_dataset(name, root, split, on_bad_box="skip")
+                except DatasetFormatError as other:
+                    problems.append(str(other))
+                    continue
+            problems.append(
+                f"{name} {split}: {dataset.num_boxes_skipped} bad boxes in all (outside the image "
+                "or without area)"
+            )
+        except DatasetFormatError as error:
+            problems.append(str(error))
+            continue
+        say(repr(dataset))
+        if len(dataset) == 0:
+            problems.append(f"{name} {split}: no images; expected at least one ({dataset!r})")
+            continue
+        if full:
+            for index in range(len(dataset)):
+                try:
+                    dataset[index]
+                except DatasetFormatError as error:
+                    problems.append(str(error))
+            say(f"{name} {split}: decoded {len(dataset)} images")
+    return problems
