@@ -141,7 +141,7 @@ def test_resume_after_an_exception_gives_the_uninterrupted_weights(tmp_path):
 
 
 def test_resume_after_sigkill_of_the_command_line_run(tmp_path):
-    cfg = tiny_config(epochs=6, extra={"toy_data": {"num_samples": 96}})
+    cfg = tiny_config(epochs=6, extra={"toy_data": {"num_samples": 64}})
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
@@ -222,7 +222,7 @@ def test_tuple_and_dict_datasets_train_alike_and_misfits_raise():
 
 def test_dataset_resume_with_workers_is_exact(tmp_path):
     data = DictSamples(toy_images(64, 16, 4, 0))
-    cfg = tiny_config(epochs=3, num_workers=1)
+    cfg = tiny_config(epochs=2, num_workers=1)
     reference = model_from_config(cfg)
     fit(reference, data, cfg, progress=False)
 
