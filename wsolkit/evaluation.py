@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wsolkit.boxes import rescale_boxes
+from wsolkit.boxes import best_iou_per_threshold, rescale_boxes
 from wsolkit.cam import class_activation_maps, normalize_maps, upsample_maps
 from wsolkit.metrics import LocalizationEvaluator
 from wsolkit.train import TensorImages, TrainConfig, atomic_write_text
@@ -349,3 +349,217 @@ def part_masks(data: LocalizationSet) -> torch.Tensor:
         for x1, y1, x2, y2 in np.asarray(boxes, dtype=int):
             out[i, y1:y2 + 1, x1:x2 + 1] = 1
     return out
+
+
+#: ``choose(maps) -> thresholds``: one threshold per score map of a batch (``(B, S, S)`` float
+#: in ``[0, 1]`` -> ``(B,)``), NaN where it has no answer.
+ThresholdFn = Callable[[torch.Tensor], np.ndarray]
+
+
+def image_threshold_ious(maps, boxes: Sequence[np.ndarray], thresholds) -> np.ndarray:
+    """IoU of each map's largest-component box at that map's own threshold.
+
+    Boxes follow the reference protocol of :func:`wsolkit.boxes.best_iou_per_threshold` on
+    float64 maps, exactly as :class:`wsolkit.metrics.LocalizationEvaluator` draws them, so an
+    image whose threshold is 0.2 scores as it does in GT-known loc at 0.2.
+
+    Args:
+        maps: ``(N, S, S)`` float score maps in ``[0, 1]``.
+        boxes: ``N`` arrays ``(G_i, 4)``, ground truth in map pixels.
+        thresholds: ``(N,)`` finite thresholds, one per map.
+
+    Returns:
+        ``(N,)`` float64: the best IoU over each image's ground-truth boxes.
+    """
+    values = np.asarray(maps, dtype=np.float64)
+    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if values.ndim != 3 or t.shape[0] != values.shape[0] or not np.isfinite(t).all():
+        raise EvaluationError(
+            f"image_threshold_ious: {t.shape[0]} thresholds (finite: {bool(np.isfinite(t).all())}) "
+            f"for maps of shape {values.shape}; expected (N, S, S) maps and N finite thresholds.")
+    levels, inverse = np.unique(t, return_inverse=True)
+    ious = best_iou_per_threshold(values, list(boxes), levels, mode="largest")
+    return ious[np.arange(t.size), inverse.reshape(-1)]
+
+
+def evaluate_image_thresholds(model: torch.nn.Module, data: LocalizationSet,
+                              choosers: Mapping[str, ThresholdFn], *, mean: Sequence[float],
+                              std: Sequence[float], map_fn: MapFn = cam_map_fn,
+                              fallback: float = 0.2, batch_size: int = 256, device=None) -> dict:
+    """GT-known and top-1 localization when every image gets its own threshold.
+
+    Each chooser sees the score maps of the true class, computed as :func:`predict_maps` does
+    for :func:`evaluate_localization`, and returns one threshold per image; an image it leaves
+    undecided (NaN) is scored at ``fallback`` and counted.
+
+    Returns:
+        ``{"num_images", "top1_cls", "degenerate_maps", "choosers": {name: {"gt_known_loc",
+        "top1_loc", "undecided", "thresholds", "ious"}}}``: accuracies in percent, the
+        thresholds used and the IoUs as ``(N,)`` float64 arrays.
+    """
+    thresholds = {name: [] for name in choosers}
+    ious = {name: [] for name in choosers}
+    undecided = dict.fromkeys(choosers, 0)
+    correct_cls = []
+    degenerate = 0
+    for rows, logits, maps in predict_maps(model, data.images, classes=data.labels, mean=mean,
+                                           std=std, map_fn=map_fn, batch_size=batch_size,
+                                           device=device):
+        degenerate += int((maps.flatten(1).amax(1) == 0).sum())
+        correct_cls.append((logits.argmax(1) == data.labels[rows]).numpy())
+        for name, choose in choosers.items():
+            chosen = np.asarray(choose(maps), dtype=np.float64).reshape(-1)
+            if chosen.shape[0] != maps.shape[0]:
+                raise EvaluationError(
+                    f"threshold chooser {name!r} returned {chosen.shape[0]} thresholds for "
+                    f"{maps.shape[0]} maps; it must return one per map (NaN for none).")
+            missing = np.isnan(chosen)
+            undecided[name] += int(missing.sum())
+            chosen = np.where(missing, fallback, chosen)
+            thresholds[name].append(chosen)
+            ious[name].append(image_threshold_ious(maps.numpy(), data.boxes[rows], chosen))
+    if degenerate:
+        warnings.warn(f"{degenerate} of {len(data)} score maps were constant or non-finite and "
+                      "were scored as all-zero maps.", stacklevel=2)
+    top1 = np.concatenate(correct_cls)
+    results = {"num_images": len(data), "top1_cls": float(top1.mean() * 100),
+               "degenerate_maps": degenerate, "choosers": {}}
+    for name in choosers:
+        iou = np.concatenate(ious[name])
+        results["choosers"][name] = {
+            "gt_known_loc": float((iou >= 0.5).mean() * 100),
+            "top1_loc": float(((iou >= 0.5) & top1).mean() * 100),
+            "undecided": undecided[name], "thresholds": np.concatenate(thresholds[name]),
+            "ious": iou}
+    return results
+
+
+def cached_image_threshold_evaluation(run_dir: str | os.PathLike, split: str,
+                                      model_loader: Callable[[], torch.nn.Module],
+                                      data: LocalizationSet, config: TrainConfig,
+                                      choosers: Mapping[str, ThresholdFn], *,
+                                      map_name: str = "cam", map_fn: MapFn = cam_map_fn,
+                                      fallback: float = 0.2) -> dict:
+    """:func:`evaluate_image_thresholds`, cached in ``run_dir`` as
+    ``eval-<split>-<map>-per-image-<hash>.json``.
+
+    The key covers the split's fingerprint, the map name, the chooser names and ``fallback``:
+    a chooser's name must identify its rule (give a changed rule a new name).
+    """
+    key = hashlib.sha256(json.dumps([data.fingerprint(), map_name, sorted(choosers), fallback],
+                                    sort_keys=True).encode()).hexdigest()[:10]
+    path = Path(run_dir) / f"eval-{split}-{map_name}-per-image-{key}.json"
+    if path.exists():
+        results = json.loads(path.read_text())
+        for entry in results["choosers"].values():
+            entry["thresholds"] = np.asarray(entry["thresholds"])
+            entry["ious"] = np.asarray(entry["ious"])
+        results["cached"] = True
+        return results
+    results = evaluate_image_thresholds(model_loader(), data, choosers, mean=config.mean,
+                                        std=config.std, map_fn=map_fn, fallback=fallback)
+    atomic_write_text(json.dumps(_jsonable(results)) + "\n", path)
+    results["cached"] = False
+    return results
+
+
+@dataclass
+class DetectionSet:
+    """A detection split (several objects per image) in memory at an inference resolution.
+
+    Attributes:
+        images: ``N`` uint8 tensors ``(3, h_i, w_i)``, each image resized so that its longer
+            side has the requested length (aspect ratio kept).
+        image_ids: ``N`` COCO image ids.
+        orig_sizes: ``N`` original ``(H, W)``; detections are scored in these pixels.
+        boxes: ``N`` float32 ``(K_i, 4)`` ground-truth boxes in original pixels.
+        labels: ``N`` int64 ``(K_i,)`` labels.
+        masks: ``N`` uint8 ``(h_i, w_i)`` unions of the instance masks at the input size, or
+            ``None``.
+        coco: the ``pycocotools`` ground truth the detections are evaluated against.
+        category_ids: the COCO category id of every label.
+    """
+
+    images: list[torch.Tensor]
+    image_ids: list[int]
+    orig_sizes: list[tuple[int, int]]
+    boxes: list[np.ndarray]
+    labels: list[np.ndarray]
+    masks: list[torch.Tensor] | None
+    coco: Any
+    category_ids: list[int]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def input_sizes(self) -> list[tuple[int, int]]:
+        return [(int(im.shape[1]), int(im.shape[2])) for im in self.images]
+
+    def fingerprint(self) -> str:
+        """A short hash of the ids and input sizes (what caches are keyed by)."""
+        text = "\n".join(f"{i} {h} {w}" for i, (h, w) in zip(self.image_ids, self.input_sizes))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_detection_set(dataset, longer_side: int, *, limit: int | None = None,
+                       with_masks: bool = False) -> DetectionSet:
+    """Reads a ``wsolkit.data.COCODetection`` split (built without a transform) for inference.
+
+    Args:
+        dataset: the split; built with ``with_masks=True`` when ``with_masks`` is wanted.
+        longer_side: the longer side of every resized image (640 in Barz & Denzler 2022);
+            resizing is PIL bilinear, as in :func:`load_localization_set`.
+        limit: read only the first ``limit`` images (in ``dataset`` order).
+        with_masks: keep the union of the instance masks, resized with nearest neighbours.
+
+    Raises:
+        EvaluationError: ``with_masks`` on a dataset without masks.
+    """
+    if with_masks and not getattr(dataset, "with_masks", False):
+        raise EvaluationError(f"{dataset!r} was built without masks; build it with "
+                              "with_masks=True or call load_detection_set(with_masks=False).")
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    images, ids, sizes, boxes, labels, masks = [], [], [], [], [], []
+    for index in range(count):
+        sample = dataset[index]
+        image = sample["image"]
+        if not isinstance(image, Image.Image):
+            raise EvaluationError(
+                f"load_detection_set needs PIL images (a dataset built without a transform); "
+                f"got {type(image).__name__}.")
+        height, width = sample["orig_size"]
+        scale = longer_side / max(height, width)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        resized = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+        images.append(torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1))
+        ids.append(int(sample["image_id"]))
+        sizes.append((int(height), int(width)))
+        boxes.append(np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4))
+        labels.append(np.asarray(sample["labels"], dtype=np.int64).reshape(-1))
+        if with_masks:
+            union = torch.as_tensor(sample["masks"]).amax(dim=0) if len(sample["masks"]) else \
+                torch.zeros(height, width, dtype=torch.uint8)
+            masks.append(torch.nn.functional.interpolate(
+                union[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8))
+    return DetectionSet(images=images, image_ids=ids, orig_sizes=sizes, boxes=boxes, labels=labels,
+                        masks=masks if with_masks else None, coco=dataset.coco,
+                        category_ids=list(dataset.category_ids))
+
+
+def cached_result(run_dir: str | os.PathLike, name: str, key: Any,
+                  compute: Callable[[], Mapping[str, Any]]) -> dict:
+    """``compute()``, cached in ``run_dir`` as ``<name>-<hash of key>.json``.
+
+    For derived results that are slow to recompute (detection sweeps, threshold tuning); numpy
+    arrays are stored as lists and come back as lists. ``key`` (JSON-serialisable) must name
+    everything the result depends on besides the run itself, e.g. a data fingerprint and the
+    settings.
+    """
+    digest = hashlib.sha256(json.dumps(_jsonable(key), sort_keys=True).encode()).hexdigest()[:10]
+    path = Path(run_dir) / f"{name}-{digest}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = _jsonable(dict(compute()))
+    atomic_write_text(json.dumps(result) + "\n", path)
+    return result

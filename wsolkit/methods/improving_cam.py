@@ -1,0 +1,470 @@
+"""Improving CAM (Zhang, Chang & Bui): weighted GAP, recombined CAM, automatic threshold.
+
+The paper changes the three steps of the CAM pipeline, one fix each:
+
+* **WGAP** (section 4.1, eq. 1). Global average pooling weighs every cell alike. WGAP weighs
+  cell ``(i, j)`` of channel ``k`` of the last feature map ``P`` (``(N, K, h, w)``) by the
+  spatial softmax of that channel::
+
+      S_k(i, j) = exp(P_k(i, j)) / sum_(i', j') exp(P_k(i', j'))
+      G_k = sum_(i, j) P_k(i, j) S_k(i, j) / (w h)
+
+  The printed denominator of ``S`` lacks the exponential (it would not give a distribution);
+  the standard spatial softmax is used here, as the text ("2D softmax", "a probability
+  distribution") says. The weights already sum to 1, so the final division by ``w h`` makes
+  WGAP of a constant map GAP divided by ``w h``: a constant factor a linear classifier can
+  absorb, but one that slows SGD from the usual classifier initialisation. ``WGAP()`` keeps
+  it as printed; ``WGAP(divide_by_area=False)`` is the softmax-weighted *mean*, which equals
+  GAP on constant maps. WGAP has no parameters, so a WGAP network has exactly the state dict
+  of its GAP twin.
+* **Recombined CAM** (section 4.2, eq. 2-3). With ``w_c`` the classifier row of class ``c``,
+  the CAM ``M_c = M_p + M_n`` splits into the channels of positive weight
+  (``M_p = sum_(w_ck > 0) w_ck P_k``) and of negative weight (``M_n = sum_(w_ck < 0) w_ck P_k``,
+  ``<= 0`` for non-negative features). The paper's map is ``M_p + |M_n|``, i.e.
+  ``sum_k |w_ck| P_k`` (the right-hand side of eq. 3, which is what is computed here; both
+  sides agree for the non-negative, post-ReLU features of every ``wsolkit`` backbone). It is
+  computed post hoc, so training is untouched.
+* **Automatic threshold** (section 4.3, Fig. 3). For thresholds ``eta_l = 0, 0.05, ..., 1``
+  the target region is ``{M > eta_l max M}`` of the normalised, upsampled map; ``V_l`` is the
+  mean map value on the region's boundary and ``D_l = |V_l - V_(l-1)|``. The paper first took the
+  largest ``D`` (and found it no better than CAM), then observed that the box only changes
+  where ``D`` is well above its average and picks the threshold from ``D`` against its mean
+  (the blue line of Fig. 3). Which threshold above the mean it picks is not stated; see
+  :data:`RULES` for the readings implemented here and :func:`automatic_thresholds` for the
+  exact definitions.
+
+Which map is the CAM of a WGAP network? Its logits are ``w_c . G + b_c``, so the map whose spatial
+mean (sum, without the division by ``w h``) is the logit minus the bias is ``sum_k w_ck P_k S_k``
+(:func:`softmax_weighted_cams`); the paper instead keeps the usual ``sum_k w_ck P_k`` computed from
+the feature map and the classifier weights (section 4.2), which is what the book's evaluation
+uses by default for every model.
+
+WGAP in a training configuration: :class:`wsolkit.train.TrainConfig` is plain JSON, so the pooling
+is named in ``config.extra["pooling"]`` (a key of :data:`POOLINGS`: ``"gap"``, ``"wgap"`` as
+printed, ``"wgap_mean"`` without the division; part of the run's hash);
+:func:`model_with_pooling` builds such a model, :func:`train_or_load_with_pooling` trains or
+reuses it through the run cache and :func:`with_pooling` puts the pooling back on a loaded model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from wsolkit.cam import ClassSpec, class_activation_maps
+from wsolkit.chapter import train_or_load, training_data
+from wsolkit.models import GlobalAvgPool
+from wsolkit.profiles import ParameterError, runs_dir
+from wsolkit.runs import RunRecord, cached_run
+from wsolkit.train import TrainConfig, fit, model_from_config
+
+__all__ = [
+    "POOLINGS",
+    "PAPER_THRESHOLDS",
+    "RULES",
+    "AutomaticThresholds",
+    "ThresholdInputError",
+    "WGAP",
+    "automatic_thresholds",
+    "boundary_means",
+    "boundary_differences",
+    "model_with_pooling",
+    "pooling_name",
+    "recombined_cams",
+    "recombined_map_fn",
+    "signed_cams",
+    "softmax_weighted_cams",
+    "softmax_weighted_map_fn",
+    "spatial_softmax",
+    "threshold_chooser",
+    "train_or_load_with_pooling",
+    "wgap",
+    "with_pooling",
+]
+
+#: The paper's candidate thresholds (section 5): 0, 0.05, ..., 1, fractions of the map maximum.
+PAPER_THRESHOLDS = np.round(np.arange(21) * 0.05, 2)
+
+#: Readings of the selection rule of section 4.3 (see :func:`automatic_thresholds`).
+RULES = ("first_above_mean", "largest", "last_above_mean")
+
+
+class ThresholdInputError(ValueError):
+    """Maps or thresholds given to the automatic threshold have the wrong form."""
+
+
+# --------------------------------------------------------------------------------------------
+# WGAP (section 4.1, eq. 1)
+# --------------------------------------------------------------------------------------------
+
+
+def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
+    """Per-channel softmax over the cells: ``S_k(i, j)`` of eq. 1.
+
+    Args:
+        features: ``(N, K, h, w)`` float feature maps.
+
+    Returns:
+        ``(N, K, h, w)``, same dtype and device; every ``(n, k)`` map sums to 1.
+    """
+    if features.ndim != 4:
+        raise ValueError(f"spatial_softmax: features has shape {tuple(features.shape)}; "
+                         "expected (N, K, h, w).")
+    return torch.softmax(features.flatten(2), dim=-1).view_as(features)
+
+
+def wgap(features: torch.Tensor, divide_by_area: bool = True) -> torch.Tensor:
+    """Weighted global average pooling, eq. 1: ``sum_ij P_k S_k / (w h)``.
+
+    Args:
+        features: ``(N, K, h, w)`` float feature maps ``P``.
+        divide_by_area: divide by ``w h`` as eq. 1 prints; ``False`` gives the
+            softmax-weighted mean ``sum_ij P_k S_k``.
+
+    Returns:
+        ``(N, K)``. For a channel constant at ``a`` the result is ``a / (w h)`` (``a`` without
+        the division).
+    """
+    h, w = features.shape[-2:]
+    pooled = (features * spatial_softmax(features)).sum(dim=(2, 3))
+    return pooled / (h * w) if divide_by_area else pooled
+
+
+class WGAP(nn.Module):
+    """WGAP as a pooling layer: ``(N, K, h, w) -> (N, K)``; no parameters.
+
+    Drop-in for :class:`wsolkit.models.GlobalAvgPool`:
+    ``build_model("vgg16_gap", C, pooling=WGAP())``.
+
+    Args:
+        divide_by_area: see :func:`wgap`.
+    """
+
+    def __init__(self, divide_by_area: bool = True) -> None:
+        super().__init__()
+        self.divide_by_area = bool(divide_by_area)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return wgap(features, self.divide_by_area)
+
+    def extra_repr(self) -> str:
+        return f"divide_by_area={self.divide_by_area}"
+
+
+#: Poolings a configuration may name in ``extra["pooling"]``: GAP, WGAP as eq. 1 prints it,
+#: and WGAP without the division by the area (the softmax-weighted mean).
+POOLINGS = {"gap": GlobalAvgPool, "wgap": WGAP,
+            "wgap_mean": functools.partial(WGAP, divide_by_area=False)}
+
+
+# --------------------------------------------------------------------------------------------
+# CAM variants (section 4.2, eq. 2-3)
+# --------------------------------------------------------------------------------------------
+
+
+def signed_cams(features: torch.Tensor, weight: torch.Tensor,
+                classes: ClassSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positive and negative parts of the CAM, eq. 2: ``M_c = M_p + M_n``.
+
+    Args:
+        features: ``(N, K, h, w)`` feature maps ``P`` before pooling.
+        weight: ``(C, K)`` classifier weight.
+        classes: as :func:`wsolkit.cam.class_activation_maps` (``(N,)`` for one class per image).
+
+    Returns:
+        ``(M_p, M_n)``, each shaped like the CAM (``(N, h, w)`` for ``(N,)`` classes):
+        ``M_p`` sums the channels of positive weight, ``M_n`` those of negative weight (weights
+        included, so ``M_n <= 0`` where the features are non-negative).
+    """
+    positive = class_activation_maps(features, weight.clamp(min=0), classes=classes)
+    negative = class_activation_maps(features, weight.clamp(max=0), classes=classes)
+    return positive, negative
+
+
+def recombined_cams(features: torch.Tensor, weight: torch.Tensor,
+                    classes: ClassSpec) -> torch.Tensor:
+    """The recombined CAM of eq. 3: ``sum_k |w_ck| P_k`` (``= M_p + |M_n|`` for ``P >= 0``).
+
+    Args:
+        features: ``(N, K, h, w)`` feature maps before pooling.
+        weight: ``(C, K)`` classifier weight.
+        classes: as :func:`wsolkit.cam.class_activation_maps`.
+
+    Returns:
+        Float tensor shaped like the CAM of ``classes``.
+    """
+    return class_activation_maps(features, weight.abs(), classes=classes)
+
+
+def softmax_weighted_cams(features: torch.Tensor, weight: torch.Tensor,
+                          classes: ClassSpec) -> torch.Tensor:
+    """``sum_k w_ck P_k S_k``: the map whose spatial mean is a WGAP network's logit minus bias.
+
+    Args:
+        features: ``(N, K, h, w)`` feature maps before pooling.
+        weight: ``(C, K)`` classifier weight.
+        classes: as :func:`wsolkit.cam.class_activation_maps`.
+
+    Returns:
+        Float tensor shaped like the CAM of ``classes``; ``.mean((-2, -1))`` equals
+        ``classifier(wgap(features)) - bias`` (``.sum((-2, -1))`` for
+        ``wgap(features, divide_by_area=False)``).
+    """
+    return class_activation_maps(features * spatial_softmax(features), weight, classes=classes)
+
+
+def recombined_map_fn(model: nn.Module, features: Mapping[str, torch.Tensor],
+                      classes: torch.Tensor) -> torch.Tensor:
+    """:func:`recombined_cams` of ``features["cam"]``, as a ``wsolkit.evaluation`` ``map_fn``."""
+    return recombined_cams(features["cam"], model.classifier.weight, classes)
+
+
+def softmax_weighted_map_fn(model: nn.Module, features: Mapping[str, torch.Tensor],
+                            classes: torch.Tensor) -> torch.Tensor:
+    """:func:`softmax_weighted_cams` of ``features["cam"]``, as a ``map_fn``."""
+    return softmax_weighted_cams(features["cam"], model.classifier.weight, classes)
+
+
+# --------------------------------------------------------------------------------------------
+# Automatic threshold (section 4.3, Fig. 3)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_maps(maps) -> torch.Tensor:
+    t = torch.as_tensor(maps)
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or not t.is_floating_point():
+        raise ThresholdInputError(
+            f"maps has shape {tuple(t.shape)} and dtype {t.dtype}; expected (N, H, W) or (H, W) "
+            "float score maps (the normalised, upsampled maps of wsolkit.evaluation).")
+    if not torch.isfinite(t).all():
+        raise ThresholdInputError(
+            f"maps hold NaN or inf in {int((~torch.isfinite(t)).flatten(1).any(1).sum())} maps; "
+            "normalise them with wsolkit.cam.normalize_maps first.")
+    return t.float()
+
+
+def _check_thresholds(thresholds) -> np.ndarray:
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.ndim != 1 or t.size < 2 or np.any(np.diff(t) <= 0) or t[0] < 0 or t[-1] > 1:
+        raise ThresholdInputError(
+            f"thresholds = {thresholds!r}; expected at least 2 increasing values in [0, 1], "
+            "e.g. PAPER_THRESHOLDS (0, 0.05, ..., 1).")
+    return t
+
+
+def boundary_means(maps, thresholds=PAPER_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Mean map value on the boundary of the region above each threshold: ``V_l``.
+
+    The region at threshold ``t`` is ``{(i, j): M(i, j) > t * max M}`` (all of it, not only the
+    largest component). Its boundary is the set of region pixels with at least one of their 4
+    neighbours outside the region or outside the image, so a region touching the image border
+    has that stretch of border on its boundary (as an OpenCV contour would).
+
+    Args:
+        maps: ``(N, H, W)`` (or ``(H, W)``) float score maps, e.g. in ``[0, 1]``.
+        thresholds: ``(T,)`` increasing fractions of each map's maximum.
+
+    Returns:
+        ``(V, counts)``: ``(N, T)`` float64 boundary means, NaN where the region is empty, and
+        ``(N, T)`` int64 numbers of boundary pixels.
+    """
+    m = _check_maps(maps)
+    t = _check_thresholds(thresholds)
+    peak = m.flatten(1).amax(1)[:, None, None]
+    means = np.full((m.shape[0], t.size), np.nan)
+    counts = np.zeros((m.shape[0], t.size), dtype=np.int64)
+    for k, level in enumerate(t):
+        region = m > float(level) * peak
+        padded = nn.functional.pad(region, (1, 1, 1, 1), value=False)
+        interior = (region & padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1]
+                    & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:])
+        boundary = region & ~interior
+        count = boundary.flatten(1).sum(1)
+        total = (m * boundary).flatten(1).sum(1, dtype=torch.float64)
+        counts[:, k] = count.cpu().numpy()
+        nonempty = counts[:, k] > 0
+        means[nonempty, k] = (total.cpu().numpy()[nonempty] / counts[nonempty, k])
+    return means, counts
+
+
+def boundary_differences(means: np.ndarray) -> np.ndarray:
+    """``D_l = |V_l - V_(l-1)|`` per map: ``(N, T)``, NaN in column 0 and next to empty regions."""
+    means = np.asarray(means, dtype=np.float64)
+    if means.ndim != 2:
+        raise ThresholdInputError(f"means has shape {means.shape}; expected (N, T).")
+    d = np.full_like(means, np.nan)
+    d[:, 1:] = np.abs(np.diff(means, axis=1))
+    return d
+
+
+@dataclass
+class AutomaticThresholds:
+    """What :func:`automatic_thresholds` found for each map.
+
+    Attributes:
+        thresholds: ``(N,)`` float64 chosen thresholds, NaN where the rule has no answer.
+        index: ``(N,)`` int64 index into ``candidates`` of the choice, -1 where undecided.
+        candidates: ``(T,)`` the thresholds tried.
+        boundary_means: ``(N, T)`` ``V``, NaN where the region is empty.
+        differences: ``(N, T)`` ``D``, NaN where undefined.
+        mean_difference: ``(N,)`` the average of each map's defined ``D`` (Fig. 3's blue line).
+    """
+
+    thresholds: np.ndarray
+    index: np.ndarray
+    candidates: np.ndarray
+    boundary_means: np.ndarray
+    differences: np.ndarray
+    mean_difference: np.ndarray
+
+    @property
+    def undecided(self) -> int:
+        """Number of maps without a choice."""
+        return int((self.index < 0).sum())
+
+
+def automatic_thresholds(maps, rule: str = "first_above_mean",
+                         thresholds=PAPER_THRESHOLDS) -> AutomaticThresholds:
+    """The per-image threshold of section 4.3 (Fig. 3).
+
+    For each map, ``V`` and ``D`` over ``thresholds`` (:func:`boundary_means`,
+    :func:`boundary_differences`); ``D`` is defined from the second threshold on, wherever both
+    regions are non-empty (``t = 1`` never is: nothing exceeds the maximum), and ``mean D`` is
+    the average of the defined values. The rule picks ``thresholds[l]`` for an ``l`` where
+    ``D_l`` is defined:
+
+    * ``"first_above_mean"`` (default): the smallest ``l`` with ``D_l > mean D``. The paper's
+      observation is that the box only changes where ``D`` clearly exceeds its average, and its
+      goal is to stop the box from shrinking to the most discriminative part; the first such
+      change from the low end is the largest box with a real boundary behind it.
+    * ``"largest"``: the ``l`` of the largest ``D`` (first of equal values), the paper's first
+      attempt, which it reports to localize like plain CAM.
+    * ``"last_above_mean"``: the largest ``l`` with ``D_l > mean D``.
+
+    A map has no answer (threshold NaN, index -1) when fewer than two thresholds give a
+    non-empty region, or (above-mean rules) when no ``D`` exceeds its mean, i.e. all are equal.
+
+    Args:
+        maps: ``(N, H, W)`` or ``(H, W)`` float score maps (normalised and upsampled).
+        rule: one of :data:`RULES`.
+        thresholds: ``(T,)`` candidate thresholds; default :data:`PAPER_THRESHOLDS`.
+
+    Returns:
+        :class:`AutomaticThresholds`.
+
+    Raises:
+        ThresholdInputError: bad maps, thresholds or rule.
+    """
+    if rule not in RULES:
+        raise ThresholdInputError(f"rule = {rule!r}; expected one of {RULES}.")
+    candidates = _check_thresholds(thresholds)
+    means, _ = boundary_means(maps, candidates)
+    diffs = boundary_differences(means)
+    defined = ~np.isnan(diffs)
+    counted = defined.sum(1)
+    mean_d = np.where(counted > 0, np.where(defined, diffs, 0.0).sum(1) / np.maximum(counted, 1),
+                      np.nan)
+    n, t = diffs.shape
+    index = np.full(n, -1, dtype=np.int64)
+    if rule == "largest":
+        has = counted > 0
+        index[has] = np.argmax(np.where(defined, diffs, -np.inf), axis=1)[has]
+    else:
+        above = defined & (np.where(defined, diffs, -np.inf) > mean_d[:, None])
+        has = above.any(1)
+        if rule == "first_above_mean":
+            chosen = np.argmax(above, axis=1)
+        else:
+            chosen = t - 1 - np.argmax(above[:, ::-1], axis=1)
+        index[has] = chosen[has]
+    chosen_t = np.where(index >= 0, candidates[np.maximum(index, 0)], np.nan)
+    return AutomaticThresholds(chosen_t, index, candidates, means, diffs, mean_d)
+
+
+def threshold_chooser(rule: str = "first_above_mean", thresholds=PAPER_THRESHOLDS):
+    """``maps -> (N,) thresholds`` (NaN where undecided) for
+    :func:`wsolkit.evaluation.evaluate_image_thresholds`."""
+    if rule not in RULES:
+        raise ThresholdInputError(f"rule = {rule!r}; expected one of {RULES}.")
+
+    def choose(maps) -> np.ndarray:
+        return automatic_thresholds(maps, rule, thresholds).thresholds
+
+    return choose
+
+
+# --------------------------------------------------------------------------------------------
+# WGAP in training configurations and the run cache
+# --------------------------------------------------------------------------------------------
+
+
+def pooling_name(config: TrainConfig) -> str:
+    """The pooling a :class:`~wsolkit.train.TrainConfig` names in ``extra["pooling"]``
+    (default ``"gap"``)."""
+    name = config.extra.get("pooling", "gap")
+    if name not in POOLINGS:
+        raise ValueError(f"TrainConfig.extra['pooling'] = {name!r}; expected one of "
+                         f"{sorted(POOLINGS)}.")
+    return name
+
+
+def with_pooling(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """``model`` (a :class:`~wsolkit.models.GAPNet`) with the pooling ``config`` names, in place."""
+    model.pooling = POOLINGS[pooling_name(config)]()
+    return model
+
+
+def model_with_pooling(config: TrainConfig, *,
+                       pretrained: bool | str | None = None) -> nn.Module:
+    """:func:`wsolkit.train.model_from_config` with the pooling of ``config.extra["pooling"]``."""
+    return with_pooling(model_from_config(config, pretrained=pretrained), config)
+
+
+def train_or_load_with_pooling(name: str, config: TrainConfig, train_data=None, *,
+                               launcher: str = "local", progress: bool | str = "auto") -> RunRecord:
+    """:func:`wsolkit.chapter.train_or_load` for configurations that may name a pooling.
+
+    A GAP configuration goes to :func:`wsolkit.chapter.train_or_load` unchanged (same run
+    directory, any launcher). Another pooling is trained in this process on the model of
+    :func:`model_with_pooling`; its weights are those of a GAP network (WGAP has none), so
+    :func:`wsolkit.runs.load_model` reads them back and :func:`with_pooling` restores the pooling.
+
+    Args:
+        name: run name (``runs/<name>-<hash of config>/``).
+        config: the run's configuration; ``extra["pooling"]`` one of :data:`POOLINGS`.
+        train_data: already loaded training data; default: built from the configuration with
+            :func:`wsolkit.chapter.training_data`.
+        launcher: ``"local"``, or ``"torchrun:K"`` for GAP configurations.
+        progress: progress bars.
+
+    Raises:
+        wsolkit.profiles.ParameterError: a non-GAP pooling with a ``torchrun`` launcher (the
+            ``torchrun`` entry point builds models from the configuration alone, i.e. with GAP).
+    """
+    if pooling_name(config) == "gap":
+        return train_or_load(name, config, train_data, launcher=launcher, progress=progress)
+    if launcher != "local":
+        raise ParameterError(
+            f"run {name!r} uses pooling {pooling_name(config)!r}, which the torchrun entry point "
+            "cannot build (it builds models from TrainConfig alone); train it with "
+            "launcher='local' (one GPU).")
+
+    def train(run_dir):
+        if train_data is not None:
+            data = train_data
+        else:
+            # training_data passes unknown extra keys on to the dataset: drop the pooling.
+            extra = {k: v for k, v in config.extra.items() if k != "pooling"}
+            data = training_data(dataclasses.replace(config, extra=extra))
+        summary = fit(model_with_pooling(config), data, config, run_dir=run_dir, progress=progress)
+        return {k: v for k, v in summary.items() if k != "history"}
+
+    return cached_run(name, config, train, runs_root=runs_dir())
