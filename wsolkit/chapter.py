@@ -34,8 +34,13 @@ def training_data(config: TrainConfig):
 
     Small splits (the embedded benchmark, CUB) are decoded once into memory at
     ``config.image_size``; ILSVRC's 1.28 million images are streamed with the standard random
-    resized crops and flips (``wsolkit.data.train_transform``).
+    resized crops and flips (``wsolkit.data.train_transform``), and the COCO object crops with
+    Barz & Denzler's augmentation when ``extra["preload"]`` is false.
     """
+    # The chapters' methods register their losses, methods and poolings on import; a torchrun
+    # process that rebuilds a run from its configuration alone needs them registered too.
+    import wsolkit.methods.cosine_dcm  # noqa: F401
+    import wsolkit.methods.improving_cam  # noqa: F401
     from wsolkit.data import get_dataset, train_transform
 
     extra = config.extra
@@ -47,7 +52,12 @@ def training_data(config: TrainConfig):
                if k not in ("dataset", "data_root", "split", "chapter", "preload")}
     if extra["dataset"] == "ilsvrc" and not extra.get("preload", False):
         return get_dataset("ilsvrc", extra["data_root"], extra["split"],
-                           transform=train_transform(config.image_size), **options)
+                           transform=train_transform(config.image_size, normalize=False), **options)
+    if extra["dataset"] == "coco_crops" and not extra.get("preload", True):
+        from wsolkit.methods.cosine_dcm import object_crop_transform
+
+        return get_dataset("coco_crops", extra["data_root"], extra["split"],
+                           transform=object_crop_transform(config.image_size), **options)
     dataset = get_dataset(extra["dataset"], extra["data_root"], extra["split"], **options)
     return preload(dataset, config.image_size)
 

@@ -77,3 +77,34 @@ def small_multiples(n_rows: int, n_cols: int, *, panel: float = 1.6):
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel * n_cols, panel * n_rows + 0.3),
                              squeeze=False)
     return fig, axes
+
+
+def live_sliders(draw, **sliders):
+    """Sliders that redraw ``draw(**values)`` whenever one of them moves (a live kernel only).
+
+    Nothing is drawn when the cell runs: under a headless executor (papermill, the book build)
+    an output widget that captures a figure while the cell executes can leave the executor
+    waiting forever (jupyter/nbclient#312). The static figure next to each slider shows the same
+    sweep on the website; moving a slider in JupyterLab draws the live version below it.
+
+    Args:
+        draw: called with one keyword argument per slider.
+        **sliders: ``ipywidgets`` value widgets, by the name ``draw`` takes.
+
+    Returns:
+        The ``VBox`` of the sliders and their output area (display it, or leave it last in the cell).
+    """
+    import ipywidgets as widgets
+
+    output = widgets.Output()
+
+    def redraw(_change=None):
+        with output:
+            output.clear_output(wait=True)
+            draw(**{name: slider.value for name, slider in sliders.items()})
+
+    for slider in sliders.values():
+        slider.continuous_update = False
+        slider.observe(redraw, names="value")
+    hint = widgets.HTML("<i>Move a slider to draw (needs a live kernel).</i>")
+    return widgets.VBox([*sliders.values(), hint, output])
