@@ -104,6 +104,9 @@ def test_site_renders_every_page_in_chromium(smoke_site):
     for page in ("book/datasets", "book/metrics", "book/reproduce"):
         dom = _render((html / f"{page}.html").as_uri())
         assert "<h1" in dom, f"{page} has no title"
+    # The formulas are typeset by a MathJax copy inside the site: no network needed.
+    metrics = _render((html / "book" / "metrics.html").as_uri())
+    assert "<mjx-container" in metrics, "the metrics page's formulas were not typeset"
     for chapter in CHAPTERS:
         page = html / "notebooks" / f"{chapter}.html"
         assert page.exists(), f"the site has no page for {chapter}"

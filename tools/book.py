@@ -116,6 +116,63 @@ def execute(profile: str, out_dir: Path, only: list[str] | None = None,
     return executed
 
 
+MATHJAX = "mathjax@3.2.2"
+
+
+def _local_mathjax() -> Path | None:
+    """A local copy of MathJax's ``tex-chtml.js`` and its fonts, so formulas render offline.
+
+    Fetched once from the npm registry (``npm pack``) into ``_build/mathjax``; without npm the
+    site falls back to Jupyter Book's default, MathJax from a CDN, and says so.
+    """
+    cache = ROOT / "_build" / "mathjax"
+    if (cache / "tex-chtml.js").exists():
+        return cache
+    npm = shutil.which("npm")
+    if npm is None:
+        print("[book] npm not found: the site will load MathJax from a CDN", flush=True)
+        return None
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run([npm, "pack", MATHJAX, "--silent"], cwd=tmp, capture_output=True,
+                                text=True, timeout=300)
+        archives = list(Path(tmp).glob("mathjax-*.tgz"))
+        if result.returncode != 0 or not archives:
+            print(f"[book] `npm pack {MATHJAX}` failed ({result.stderr.strip()[:200]}): the site "
+                  "will load MathJax from a CDN", flush=True)
+            return None
+        staging = Path(tmp) / "mathjax"
+        with tarfile.open(archives[0]) as archive:
+            for member in archive.getmembers():
+                name = member.name.removeprefix("package/es5/")
+                if member.isfile() and (name == "tex-chtml.js"
+                                        or name.startswith("output/chtml/fonts/woff-v2/")):
+                    target = staging / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(archive.extractfile(member).read())
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.move(str(staging), cache)
+    return cache
+
+
+def _use_local_mathjax(staging: Path) -> None:
+    import yaml
+
+    mathjax = _local_mathjax()
+    if mathjax is None:
+        return
+    shutil.copytree(mathjax, staging / "_static" / "mathjax")
+    config_path = staging / "_config.yml"
+    config = yaml.safe_load(config_path.read_text())
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    sphinx_config["mathjax_path"] = "mathjax/tex-chtml.js"
+    sphinx_config["html_static_path"] = ["_static"]
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def build(executed_dir: Path, out_dir: Path) -> Path:
     """Builds the HTML site from the prose pages and the executed notebooks; fails on warnings."""
     staging = out_dir / "_build" / "staging"
@@ -126,6 +183,7 @@ def build(executed_dir: Path, out_dir: Path) -> Path:
         shutil.copy2(ROOT / name, staging / name)
     shutil.copytree(ROOT / "book", staging / "book",
                     ignore=shutil.ignore_patterns("executed", "_build"))
+    _use_local_mathjax(staging)
     (staging / "notebooks").mkdir()
     missing = []
     for source in notebook_sources():
