@@ -78,7 +78,8 @@ def execute(profile: str, out_dir: Path, only: list[str] | None = None,
     if profile not in PROFILES:
         raise SystemExit(f"unknown profile {profile!r}; expected one of {PROFILES}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"profile": profile, **(parameters or {})}
+    # Progress bars are for people watching a kernel; executed copies for the site go without.
+    params = {"profile": profile, "show_progress": False, **(parameters or {})}
     executed = []
     for source in notebook_sources(only):
         target = out_dir / f"{source.stem}.ipynb"
