@@ -8,6 +8,7 @@ lazily, one per ``__getitem__``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -43,6 +44,22 @@ class DatasetWarning(UserWarning):
     """Annotations were repaired or dropped because the user asked for it (``on_bad_box``)."""
 
 
+@contextlib.contextmanager
+def _open_image(path: str | os.PathLike, action: str, diagnosis: str):
+    """``Image.open`` whose failures become a :class:`DatasetFormatError` naming the file."""
+    try:
+        with Image.open(path) as image:
+            yield image
+    except FileNotFoundError:
+        raise DatasetFormatError(
+            f"{path}: image file not found; check that the dataset was extracted completely"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetFormatError(
+            f"{path}: cannot {action} ({error}); {diagnosis}, download or extract it again"
+        ) from error
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Fully decode an image file and return it in RGB.
 
@@ -60,19 +77,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     Raises:
         DatasetFormatError: the file is missing, unreadable, not an image or truncated.
     """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DatasetFormatError(
-            f"{path}: image file not found; check that the dataset was extracted completely"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetFormatError(
-            f"{path}: cannot decode the image ({error}); the file is truncated or corrupt, "
-            "download or extract it again"
-        ) from error
+    with _open_image(path, "decode the image", "the file is truncated or corrupt") as image:
+        image.load()
+        return image.convert("RGB")
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -87,18 +94,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     Raises:
         DatasetFormatError: the file is missing or not a readable image.
     """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except FileNotFoundError:
-        raise DatasetFormatError(
-            f"{path}: image file not found; check that the dataset was extracted completely"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetFormatError(
-            f"{path}: cannot read the image header ({error}); the file is corrupt, "
-            "download or extract it again"
-        ) from error
+    with _open_image(path, "read the image header", "the file is corrupt") as image:
+        width, height = image.size
     return height, width
 
 
