@@ -7,8 +7,8 @@ random-resized crop, flip, ``--num-workers`` workers).
 
 CPU (``--cpu-default``): the default profile's models at 64 px, batch 64 (reduced VGG16-GAP,
 ``simple_gap``): the plain loop in NCHW and channels-last, ``fit`` on in-memory ``TensorImages``
-and ``fit`` on a Dataset that decodes PNG images every epoch; the extrapolated time of 30 epochs
-of 4,000 images.
+``fit`` in bf16 autocast, and ``fit`` on a Dataset that decodes PNG images every epoch; the
+extrapolated time of 30 epochs of 4,000 images.
 
 Prints ratios measured in the same run; absolute numbers depend on the machine and its load.
 Usage: ``python benchmarks/bench_train.py [--cpu-default] [--steps N] [--compile]``.
@@ -127,9 +127,12 @@ def cpu_default(args):
     device = torch.device("cpu")
     threads = torch.get_num_threads()
     load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-    print(f"CPU, {threads} threads, torch {torch.__version__}; 64 px, batch {args.batch_size}, "
+    from wsolkit.train import cpu_has_native_bf16
+
+    print(f"CPU, {threads} threads, native bf16: {cpu_has_native_bf16()}, torch {torch.__version__}; "
+          f"64 px, batch {args.batch_size}, "
           f"{args.steps} timed steps, best of {args.rounds} interleaved rounds; load average {load}\n")
-    header = (f"{'model':36s} {'variant':36s} {'img/s':>7s} {'img/CPU-s':>10s} {'ratio':>6s} "
+    header = (f"{'model':36s} {'variant':40s} {'img/s':>7s} {'img/CPU-s':>10s} {'ratio':>6s} "
               f"{'30 x 4000 img':>14s}")
     print(header)
     print("-" * len(header))
@@ -139,16 +142,21 @@ def cpu_default(args):
         variants = [
             ("plain fp32 NCHW", lambda: plain_loop(name, kwargs, 64, b, s, w, device)),
             ("plain fp32 channels-last", lambda: plain_loop(name, kwargs, 64, b, s, w, device, True)),
-            ("fit, TensorImages, NCHW", lambda: fit_loop(name, kwargs, 64, b, s, device, channels_last=False)),
-            ("fit, TensorImages, channels-last", lambda: fit_loop(name, kwargs, 64, b, s, device, channels_last=True)),
+            ("fit, TensorImages, NCHW", lambda: fit_loop(name, kwargs, 64, b, s, device, channels_last=False,
+                                                         amp="off")),
+            ("fit, TensorImages, channels-last", lambda: fit_loop(name, kwargs, 64, b, s, device, channels_last=True,
+                                                                  amp="off")),
+            ("fit, TensorImages, channels-last, bf16",
+             lambda: fit_loop(name, kwargs, 64, b, s, device, channels_last=True, amp="bf16")),
             ("fit, PNG Dataset (0 workers), NCHW",
-             lambda: fit_loop(name, kwargs, 64, b, s, device, data=encoded, hflip=False, channels_last=False)),
+             lambda: fit_loop(name, kwargs, 64, b, s, device, data=encoded, hflip=False, channels_last=False,
+                              amp="off")),
         ]
         rows = _best_of(variants, args.rounds)
         base = rows[0][2]
         for variant, wall, cpu in rows:
             # ratio and extrapolation from CPU time: wall = CPU time / threads on an idle machine
-            print(f"{label:36s} {variant:36s} {wall:7.0f} {cpu:10.0f} {cpu / base:6.2f} "
+            print(f"{label:36s} {variant:40s} {wall:7.0f} {cpu:10.0f} {cpu / base:6.2f} "
                   f"{120000 / (cpu * threads) / 60:11.1f} min")
         print()
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
+import wsolkit.train
 from wsolkit.methods import HideAndSeek
 from wsolkit.train import (
     CheckpointError,
@@ -25,6 +26,7 @@ from wsolkit.train import (
     model_from_config,
     preload,
     register_loss,
+    resolved_amp,
     toy_images,
 )
 
@@ -92,6 +94,24 @@ def test_fit_learns_and_restores_the_callers_global_state():
     assert [r["epoch"] for r in summary["history"]] == [1, 2, 3, 4]
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(wsolkit.train, "cpu_has_native_bf16", lambda: native)
+    auto, off, bf16 = tiny_config(), tiny_config(amp="off"), tiny_config(amp="bf16")
+    assert resolved_amp(auto, "cpu") == ("bf16" if native else "off")
+    assert resolved_amp(auto, "cuda") == "bf16"
+    assert resolved_amp(off, "cuda") == "off" and resolved_amp(bf16, "cpu") == "bf16"
+    summary = fit(None, toy_images(32, 16, 4, 0), tiny_config(epochs=1), progress=False)
+    assert summary["amp"] == ("bf16" if native else "off")
+
+
+def test_bf16_training_on_the_cpu_learns():
+    summary = fit(None, toy_images(128, 16, 4, 0), tiny_config(epochs=4, amp="bf16"),
+                  val_data=toy_images(64, 16, 4, 1), progress=False)
+    assert summary["amp"] == "bf16"
+    assert summary["final"]["val_acc"] >= 0.9  # chance is 0.25
 
 
 def _weights(model):

@@ -12,8 +12,8 @@ data-parallel under ``torchrun``, and resumes exactly where a killed run stopped
 * **Optimisation.** SGD (momentum, Nesterov), Adam or AdamW with two parameter groups (backbone,
   new head: :func:`wsolkit.models.parameter_groups`); the learning rate follows
   :func:`lr_factor` and is set at every step.
-* **Speed.** bf16 autocast on GPUs and channels-last memory format on GPUs and CPUs (``"auto"``),
-  optional ``torch.compile``.
+* **Speed.** bf16 autocast on GPUs and on CPUs with native bf16, channels-last memory format on
+  GPUs and CPUs (``"auto"``), optional ``torch.compile``.
 * **Reproducibility.** The data order, the augmentation and the global random state (dropout,
   ADL, Hide-and-Seek) of epoch ``e`` are all derived from ``(config.seed, e, rank)``, so a run
   resumed at epoch ``e`` needs no pickled random state and ends with the same weights as an
@@ -67,6 +67,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_text",
     "available_losses",
+    "cpu_has_native_bf16",
     "evaluate_accuracy",
     "fit",
     "load_checkpoint",
@@ -75,6 +76,7 @@ __all__ = [
     "model_from_config",
     "preload",
     "register_loss",
+    "resolved_amp",
     "toy_data",
     "toy_images",
 ]
@@ -131,7 +133,9 @@ class TrainConfig:
         seed: the seed everything random is derived from.
         deterministic: deterministic algorithms (``torch.use_deterministic_algorithms``, cuDNN
             without benchmarking); slower on GPUs.
-        amp: ``"auto"`` (bf16 autocast on CUDA, off on CPU), ``"bf16"`` or ``"off"``.
+        amp: ``"auto"`` (bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere:
+            :func:`resolved_amp`), ``"bf16"`` or ``"off"``. The run's summary records what
+            ``"auto"`` became.
         channels_last: ``"auto"`` (on for CUDA and for CPUs, where it measured 1.2x and 1.4x
             faster for the default-profile models, see ``benchmarks/README.md``; off on other
             devices), or a bool.
@@ -898,9 +902,31 @@ def model_from_config(config: TrainConfig | Mapping, *, pretrained: bool | str |
         return build_model(config.model, config.num_classes, plugins=plugins or None, **kwargs)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX).
+
+    Without either, oneDNN emulates bf16 and autocast makes CPU training slower, not faster.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolved_amp(config: TrainConfig, device: torch.device | str) -> str:
+    """The precision ``config.amp`` gives on ``device``: ``"bf16"`` or ``"off"``.
+
+    ``"auto"`` is bf16 autocast on CUDA and on CPUs with native bf16 (where it measured about
+    2x faster for the default-profile models, see ``benchmarks/README.md``), fp32 elsewhere.
+    """
+    device = torch.device(device)
+    if config.amp != "auto":
+        return config.amp
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
+        return "bf16"
+    return "off"
+
+
 def _autocast(config: TrainConfig, device: torch.device):
-    use = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
-    if not use:
+    if resolved_amp(config, device) == "off":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -1032,8 +1058,8 @@ def fit(
     Returns:
         ``{"epochs", "history" (one record per epoch: epoch, loss, train_acc, lr, seconds,
         images_per_s, [val_acc, val_loss], [loss terms]), "final" (the last record),
-        "train_seconds", "images_per_s", "resumed_from_epoch", "device", "world_size",
-        "run_dir"}``.
+        "train_seconds", "images_per_s", "resumed_from_epoch", "device", "amp" (the precision
+        used, :func:`resolved_amp`), "world_size", "run_dir"}``.
     """
     config = _as_config(config)
     d = _setup_distributed()
@@ -1187,6 +1213,7 @@ def _fit(model, train_data, config: TrainConfig, d: _Dist, device: torch.device,
                          / max(sum(r["seconds"] for r in history), 1e-12)),
         "resumed_from_epoch": start_epoch or None,
         "device": str(device),
+        "amp": resolved_amp(config, device),
         "world_size": d.world,
         "run_dir": str(run_path) if run_path is not None else None,
     }
