@@ -16,17 +16,39 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wsolkit.profiles import ParameterError, check_choice, runs_dir
+from wsolkit.profiles import ParameterError, check_choice, data_dir, runs_dir
 from wsolkit.runs import RunRecord, cached_run, read_log
 from wsolkit.train import TensorImages, TrainConfig, fit, preload
 
 _DATASETS = ("cub", "ilsvrc", "coco_crops")
 
 
+#: How a configuration names a dataset root inside the data folder (:func:`wsolkit.profiles.data_dir`).
+DATA_DIR_TOKEN = "$WSOL_DATA_DIR"
+
+
 def data_extra(dataset: str, root: str | os.PathLike, split: str = "train", **options) -> dict:
-    """The ``TrainConfig.extra`` entry that names a run's training data."""
+    """The ``TrainConfig.extra`` entry that names a run's training data.
+
+    A root inside the data folder is written relative to it (``$WSOL_DATA_DIR/synthetic/cub``), so
+    a configuration, and with it the run cache's hash, does not depend on where the project is
+    checked out; any other root is written as an absolute path.
+    """
     check_choice("dataset", dataset, _DATASETS)
-    return {"dataset": dataset, "data_root": str(Path(root).resolve()), "split": split, **options}
+    root = Path(root).resolve()
+    try:
+        named = f"{DATA_DIR_TOKEN}/{root.relative_to(data_dir().resolve()).as_posix()}"
+    except ValueError:
+        named = str(root)
+    return {"dataset": dataset, "data_root": named, "split": split, **options}
+
+
+def data_root_of(extra: dict) -> Path:
+    """The dataset root a configuration's ``extra`` names (the inverse of :func:`data_extra`)."""
+    named = str(extra["data_root"])
+    if named == DATA_DIR_TOKEN or named.startswith(DATA_DIR_TOKEN + "/"):
+        return data_dir() / named[len(DATA_DIR_TOKEN):].lstrip("/")
+    return Path(named)
 
 
 def training_data(config: TrainConfig):
@@ -51,14 +73,14 @@ def training_data(config: TrainConfig):
     options = {k: v for k, v in extra.items()
                if k not in ("dataset", "data_root", "split", "chapter", "preload")}
     if extra["dataset"] == "ilsvrc" and not extra.get("preload", False):
-        return get_dataset("ilsvrc", extra["data_root"], extra["split"],
+        return get_dataset("ilsvrc", data_root_of(extra), extra["split"],
                            transform=train_transform(config.image_size, normalize=False), **options)
     if extra["dataset"] == "coco_crops" and not extra.get("preload", True):
         from wsolkit.methods.cosine_dcm import object_crop_transform
 
-        return get_dataset("coco_crops", extra["data_root"], extra["split"],
+        return get_dataset("coco_crops", data_root_of(extra), extra["split"],
                            transform=object_crop_transform(config.image_size), **options)
-    dataset = get_dataset(extra["dataset"], extra["data_root"], extra["split"], **options)
+    dataset = get_dataset(extra["dataset"], data_root_of(extra), extra["split"], **options)
     return preload(dataset, config.image_size)
 
 
