@@ -1,6 +1,9 @@
 """Tests of wsolkit.methods.improving_cam and the per-image threshold evaluation."""
 
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +11,7 @@ import pytest
 import torch
 
 from wsolkit.boxes import best_iou_per_threshold
-from wsolkit.chapter import data_extra
+from wsolkit.chapter import data_extra, train_or_load
 from wsolkit.cam import class_activation_maps
 from wsolkit.evaluation import (
     LocalizationSet,
@@ -22,21 +25,17 @@ from wsolkit.methods.improving_cam import (
     ThresholdInputError,
     automatic_thresholds,
     boundary_means,
-    model_with_pooling,
     recombined_cams,
     recombined_map_fn,
     signed_cams,
     softmax_weighted_cams,
     spatial_softmax,
     threshold_chooser,
-    train_or_load_with_pooling,
     wgap,
-    with_pooling,
 )
 from wsolkit.models import build_model
-from wsolkit.profiles import ParameterError
 from wsolkit.runs import load_model
-from wsolkit.train import TrainConfig, toy_images
+from wsolkit.train import TrainConfig, model_from_config, toy_images
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -221,35 +220,44 @@ def test_a_fixed_chooser_reproduces_gt_known_and_top1_loc():
 def test_wgap_runs_are_cached_apart_and_reload_with_their_pooling(tmp_path, monkeypatch):
     monkeypatch.setenv("WSOL_RUNS_DIR", str(tmp_path))
     data = toy_images(16, image_size=16, num_classes=2)
-    base = dict(model="simple_gap", model_kwargs={"widths": [4, 4, 4, 8]}, num_classes=2,
-                image_size=16, epochs=1, batch_size=8, lr=0.01, amp="off")
-    gap_config = TrainConfig(**base, extra={"pooling": "gap"})
-    wgap_config = TrainConfig(**base, extra={"pooling": "wgap"})
-    assert model_with_pooling(wgap_config).pooling.divide_by_area
-    mean_config = TrainConfig(**base, extra={"pooling": "wgap_mean"})
-    assert not model_with_pooling(mean_config).pooling.divide_by_area
-    gap_run = train_or_load_with_pooling("t-gap", gap_config, data, progress=False)
-    wgap_run = train_or_load_with_pooling("t-wgap", wgap_config, data, progress=False)
+    base = dict(model="simple_gap", num_classes=2, image_size=16, epochs=1, batch_size=8, lr=0.01,
+                amp="off", extra={"dataset": "cub", "data_root": "unused", "split": "train"})
+
+    def config(pooling):
+        return TrainConfig(**base, model_kwargs={"widths": [4, 4, 4, 8], "pooling": pooling})
+
+    assert model_from_config(config("wgap")).pooling.divide_by_area
+    assert not model_from_config(config("wgap_mean")).pooling.divide_by_area
+    gap_run = train_or_load("t-gap", config("gap"), data, progress=False)
+    wgap_run = train_or_load("t-wgap", config("wgap"), data, progress=False)
     assert gap_run.run_dir != wgap_run.run_dir
-    model = with_pooling(load_model(wgap_run.run_dir), wgap_config)
-    assert isinstance(model.pooling, WGAP)
+    model = load_model(wgap_run.run_dir)
+    assert isinstance(model.pooling, WGAP) and model.pooling.divide_by_area
     images = data.images[:4].float() / 255
     with torch.no_grad():
         logits, features = model(images)
     torch.testing.assert_close(logits, model.classifier(wgap(features["cam"])))
-    again = train_or_load_with_pooling("t-wgap", wgap_config, data, progress=False)
-    assert again.cached
-    with pytest.raises(ParameterError, match="torchrun"):
-        train_or_load_with_pooling("t-wgap2", wgap_config, data, launcher="torchrun:2")
-    with pytest.raises(ValueError, match="pooling"):
-        model_with_pooling(TrainConfig(**base, extra={"pooling": "max"}))
+    assert train_or_load("t-wgap", config("wgap"), data, progress=False).cached
+    with pytest.raises(ValueError, match="unknown pooling 'max'.*improving_cam"):
+        model_from_config(config("max"))
 
 
 def test_a_wgap_run_builds_its_training_data_from_the_configuration(tmp_path, monkeypatch):
+    # What each torchrun process does: the data from the configuration, the pooling by name.
     monkeypatch.setenv("WSOL_RUNS_DIR", str(tmp_path))
     root = Path(__file__).parent / "fixtures" / "cub"
-    config = TrainConfig(model="simple_gap", model_kwargs={"widths": [4, 4, 4, 8]}, num_classes=3,
-                         image_size=16, epochs=1, batch_size=4, amp="off",
-                         extra={**data_extra("cub", root, val_per_class=1), "pooling": "wgap_mean"})
-    record = train_or_load_with_pooling("t-data", config, progress=False)
+    config = TrainConfig(model="simple_gap", model_kwargs={"widths": [4, 4, 4, 8], "pooling": "wgap_mean"},
+                         num_classes=3, image_size=16, epochs=1, batch_size=4, amp="off",
+                         extra=data_extra("cub", root, val_per_class=1))
+    record = train_or_load("t-data", config, progress=False)
     assert record.log()[0]["epoch"] == 1
+    assert isinstance(load_model(record.run_dir).pooling, WGAP)
+    # The command line (what torchrun starts once per GPU) imports nothing but wsolkit.train and
+    # the data factory, which registers the chapters' poolings before the model is built.
+    run_dir = tmp_path / "cli"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    subprocess.run([sys.executable, "-m", "wsolkit.train", "--config", str(run_dir / "config.json"),
+                    "--run-dir", str(run_dir), "--data", "wsolkit.chapter:training_data",
+                    "--progress", "off"], check=True, capture_output=True, timeout=300)
+    assert isinstance(load_model(run_dir).pooling, WGAP)

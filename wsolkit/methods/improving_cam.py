@@ -39,16 +39,16 @@ mean (sum, without the division by ``w h``) is the logit minus the bias is ``sum
 the feature map and the classifier weights (section 4.2), which is what the book's evaluation
 uses by default for every model.
 
-WGAP in a training configuration: :class:`wsolkit.train.TrainConfig` is plain JSON, so the pooling
-is named in ``config.extra["pooling"]`` (a key of :data:`POOLINGS`: ``"gap"``, ``"wgap"`` as
-printed, ``"wgap_mean"`` without the division; part of the run's hash);
-:func:`model_with_pooling` builds such a model, :func:`train_or_load_with_pooling` trains or
-reuses it through the run cache and :func:`with_pooling` puts the pooling back on a loaded model.
+WGAP in a training configuration: importing this module registers two poolings with
+:func:`wsolkit.models.register_pooling`, ``"wgap"`` (eq. 1 as printed) and ``"wgap_mean"`` (without
+the division by ``w h``), so a configuration names one as any other model option,
+``TrainConfig(model_kwargs={"pooling": "wgap_mean"}, ...)``. The pooling is then part of the run's
+hash, :func:`wsolkit.chapter.train_or_load` trains it with any launcher (the ``torchrun`` entry point
+imports this module), and :func:`wsolkit.runs.load_model` rebuilds the model with its pooling.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,14 +58,9 @@ import torch
 from torch import nn
 
 from wsolkit.cam import ClassSpec, class_activation_maps
-from wsolkit.chapter import train_or_load, training_data
-from wsolkit.models import GlobalAvgPool
-from wsolkit.profiles import ParameterError, runs_dir
-from wsolkit.runs import RunRecord, cached_run
-from wsolkit.train import TrainConfig, fit, model_from_config
+from wsolkit.models import register_pooling
 
 __all__ = [
-    "POOLINGS",
     "PAPER_THRESHOLDS",
     "RULES",
     "AutomaticThresholds",
@@ -74,8 +69,6 @@ __all__ = [
     "automatic_thresholds",
     "boundary_means",
     "boundary_differences",
-    "model_with_pooling",
-    "pooling_name",
     "recombined_cams",
     "recombined_map_fn",
     "signed_cams",
@@ -83,9 +76,7 @@ __all__ = [
     "softmax_weighted_map_fn",
     "spatial_softmax",
     "threshold_chooser",
-    "train_or_load_with_pooling",
     "wgap",
-    "with_pooling",
 ]
 
 #: The paper's candidate thresholds (section 5): 0, 0.05, ..., 1, fractions of the map maximum.
@@ -157,10 +148,10 @@ class WGAP(nn.Module):
         return f"divide_by_area={self.divide_by_area}"
 
 
-#: Poolings a configuration may name in ``extra["pooling"]``: GAP, WGAP as eq. 1 prints it,
-#: and WGAP without the division by the area (the softmax-weighted mean).
-POOLINGS = {"gap": GlobalAvgPool, "wgap": WGAP,
-            "wgap_mean": functools.partial(WGAP, divide_by_area=False)}
+# Names a configuration can give in model_kwargs["pooling"]: WGAP as eq. 1 prints it, and WGAP
+# without the division by the area (the softmax-weighted mean).
+register_pooling("wgap", WGAP)
+register_pooling("wgap_mean", functools.partial(WGAP, divide_by_area=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,72 +390,3 @@ def threshold_chooser(rule: str = "first_above_mean", thresholds=PAPER_THRESHOLD
         return automatic_thresholds(maps, rule, thresholds).thresholds
 
     return choose
-
-
-# --------------------------------------------------------------------------------------------
-# WGAP in training configurations and the run cache
-# --------------------------------------------------------------------------------------------
-
-
-def pooling_name(config: TrainConfig) -> str:
-    """The pooling a :class:`~wsolkit.train.TrainConfig` names in ``extra["pooling"]``
-    (default ``"gap"``)."""
-    name = config.extra.get("pooling", "gap")
-    if name not in POOLINGS:
-        raise ValueError(f"TrainConfig.extra['pooling'] = {name!r}; expected one of "
-                         f"{sorted(POOLINGS)}.")
-    return name
-
-
-def with_pooling(model: nn.Module, config: TrainConfig) -> nn.Module:
-    """``model`` (a :class:`~wsolkit.models.GAPNet`) with the pooling ``config`` names, in place."""
-    model.pooling = POOLINGS[pooling_name(config)]()
-    return model
-
-
-def model_with_pooling(config: TrainConfig, *,
-                       pretrained: bool | str | None = None) -> nn.Module:
-    """:func:`wsolkit.train.model_from_config` with the pooling of ``config.extra["pooling"]``."""
-    return with_pooling(model_from_config(config, pretrained=pretrained), config)
-
-
-def train_or_load_with_pooling(name: str, config: TrainConfig, train_data=None, *,
-                               launcher: str = "local", progress: bool | str = "auto") -> RunRecord:
-    """:func:`wsolkit.chapter.train_or_load` for configurations that may name a pooling.
-
-    A GAP configuration goes to :func:`wsolkit.chapter.train_or_load` unchanged (same run
-    directory, any launcher). Another pooling is trained in this process on the model of
-    :func:`model_with_pooling`; its weights are those of a GAP network (WGAP has none), so
-    :func:`wsolkit.runs.load_model` reads them back and :func:`with_pooling` restores the pooling.
-
-    Args:
-        name: run name (``runs/<name>-<hash of config>/``).
-        config: the run's configuration; ``extra["pooling"]`` one of :data:`POOLINGS`.
-        train_data: already loaded training data; default: built from the configuration with
-            :func:`wsolkit.chapter.training_data`.
-        launcher: ``"local"``, or ``"torchrun:K"`` for GAP configurations.
-        progress: progress bars.
-
-    Raises:
-        wsolkit.profiles.ParameterError: a non-GAP pooling with a ``torchrun`` launcher (the
-            ``torchrun`` entry point builds models from the configuration alone, i.e. with GAP).
-    """
-    if pooling_name(config) == "gap":
-        return train_or_load(name, config, train_data, launcher=launcher, progress=progress)
-    if launcher != "local":
-        raise ParameterError(
-            f"run {name!r} uses pooling {pooling_name(config)!r}, which the torchrun entry point "
-            "cannot build (it builds models from TrainConfig alone); train it with "
-            "launcher='local' (one GPU).")
-
-    def train(run_dir):
-        if train_data is not None:
-            data = train_data
-        else:
-            # training_data passes unknown extra keys on to the dataset: drop the pooling.
-            extra = {k: v for k, v in config.extra.items() if k != "pooling"}
-            data = training_data(dataclasses.replace(config, extra=extra))
-        summary = fit(model_with_pooling(config), data, config, run_dir=run_dir, progress=progress)
-        return {k: v for k, v in summary.items() if k != "history"}
-
-    return cached_run(name, config, train, runs_root=runs_dir())

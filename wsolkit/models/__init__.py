@@ -112,7 +112,9 @@ def _resolve_pooling(pooling):
             f"pooling must be an nn.Module, a registered name or {{'name': ..., **options}}, got {pooling!r}."
         )
     if name not in _POOLINGS:
-        raise ValueError(f"unknown pooling {name!r}; registered poolings are {available_poolings()}.")
+        raise ValueError(f"unknown pooling {name!r}; registered poolings are {available_poolings()} "
+                         "(a method module registers its own on import, e.g. "
+                         "wsolkit.methods.improving_cam: 'wgap', 'wgap_mean').")
     return _POOLINGS[name](**options)
 
 
