@@ -1,4 +1,4 @@
-"""wsolkit.boxes against the reference protocol (an OpenCV loop written here) and by hand."""
+"""wsolkit.boxes against the reference protocol (its OpenCV loop, B.opencv_reference_boxes) and by hand."""
 
 import numpy as np
 import pytest
@@ -11,43 +11,6 @@ from wsolkit import boxes as B
 cv2 = pytest.importorskip("cv2")
 
 THRESHOLDS = np.arange(0, 1, 0.01)
-
-
-# ---------------------------------------------------------------------------------------------
-# The reference, one OpenCV contour tracing per threshold (clovaai/wsolevaluation's way)
-# ---------------------------------------------------------------------------------------------
-
-
-def cv2_boxes(scoremap, thresholds, all_contours):
-    height, width = scoremap.shape
-    image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
-    out = []
-    for t in thresholds:
-        _, binary = cv2.threshold(image, int(t * np.max(image)), 255, cv2.THRESH_BINARY)
-        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-        if len(contours) == 0:
-            out.append(np.array([[0, 0, 0, 0]]))
-            continue
-        if not all_contours:
-            contours = [max(contours, key=cv2.contourArea)]
-        rows = []
-        for c in contours:
-            x, y, w, h = cv2.boundingRect(c)
-            rows.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
-        out.append(np.array(rows))
-    return out
-
-
-def cv2_iou(pred, gt):
-    x0 = np.maximum(pred[:, None, 0], gt[None, :, 0])
-    y0 = np.maximum(pred[:, None, 1], gt[None, :, 1])
-    x1 = np.minimum(pred[:, None, 2], gt[None, :, 2])
-    y1 = np.minimum(pred[:, None, 3], gt[None, :, 3])
-    inter = np.maximum(0, x1 - x0 + 1) * np.maximum(0, y1 - y0 + 1)
-    area_p = (pred[:, 2] - pred[:, 0] + 1) * (pred[:, 3] - pred[:, 1] + 1)
-    area_g = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
-    den = area_p[:, None] + area_g[None, :] - inter
-    return np.where(den > 0, inter / np.where(den > 0, den, 1), 0.0)
 
 
 def sorted_rows(b):
@@ -128,7 +91,7 @@ def test_identical_to_opencv_loop_on_random_maps(mode):
     rng = np.random.default_rng(7)
     mismatches = []
     for k, m in enumerate(MAPS):
-        want = cv2_boxes(m, THRESHOLDS, mode == "all")
+        want = B.opencv_reference_boxes(m, THRESHOLDS, mode)
         gt = random_gt(rng, *m.shape)
         if mode == "largest":
             got = B.largest_component_boxes(m, THRESHOLDS)
@@ -137,7 +100,7 @@ def test_identical_to_opencv_loop_on_random_maps(mode):
             got = B.all_component_boxes(m, THRESHOLDS)
             same = all(np.array_equal(sorted_rows(w), g) for w, g in zip(want, got))
         iou = B.best_iou_per_threshold(m, [gt], THRESHOLDS, mode=mode)
-        same &= np.array_equal(iou, [cv2_iou(w, gt).max() for w in want])
+        same &= np.array_equal(iou, [B.box_iou(w, gt).max() for w in want])
         if not same:
             mismatches.append(k)
     assert mismatches == []
@@ -151,17 +114,27 @@ def test_batch_equals_single_maps_and_fine_thresholds():
     got = B.largest_component_boxes(maps, t)
     assert got.shape == (4, 1000, 4) and got.dtype == np.int64
     for k in range(4):
-        assert np.array_equal(got[k], np.concatenate(cv2_boxes(maps[k], t, False)))
+        assert np.array_equal(got[k], np.concatenate(B.opencv_reference_boxes(maps[k], t)))
     every = B.all_component_boxes(maps, t)
     for k in range(4):
-        want = cv2_boxes(maps[k], t, True)
+        want = B.opencv_reference_boxes(maps[k], t, "all")
         assert all(np.array_equal(sorted_rows(w), g) for w, g in zip(want, every[k]))
 
 
 def test_thresholds_outside_unit_interval_follow_the_reference():
     m = blobs(np.random.default_rng(4), 20, 30, 0.1)
     t = np.array([-0.5, 0.0, 0.999, 1.0, 1.5])
-    assert np.array_equal(B.largest_component_boxes(m, t), np.concatenate(cv2_boxes(m, t, False)))
+    assert np.array_equal(B.largest_component_boxes(m, t),
+                          np.concatenate(B.opencv_reference_boxes(m, t)))
+
+
+def test_the_opencv_reference_refuses_what_the_sweeps_refuse():
+    with pytest.raises(ValueError, match="mode"):
+        B.opencv_reference_boxes(np.zeros((4, 4)), [0.5], "biggest")
+    with pytest.raises(B.ScoreMapError, match="one \\(H, W\\) map"):
+        B.opencv_reference_boxes(np.zeros((2, 4, 4)), [0.5])
+    with pytest.raises(B.ScoreMapError, match="outside \\[0, 1\\] or are NaN"):
+        B.opencv_reference_boxes(np.full((4, 4), np.nan), [0.5])
 
 
 def test_ties_go_to_the_component_whose_first_pixel_comes_last():
@@ -188,7 +161,7 @@ def test_ties_go_to_the_component_whose_first_pixel_comes_last():
         winner = max(k for k in area if area[k] == max(areas))
         ys, xs = np.nonzero(lab == winner)
         want = [xs.min(), ys.min(), min(xs.max() + 1, w - 1), min(ys.max() + 1, h - 1)]
-        assert cv2_boxes(fg, [0.5], False)[0][0].tolist() == want
+        assert B.opencv_reference_boxes(fg, [0.5])[0][0].tolist() == want
         assert B.boxes_at_threshold(fg, 0.5)[0].tolist() == want
     assert ties > 100
 
@@ -225,7 +198,7 @@ def test_contour_area_not_pixel_count_decides_the_largest():
         m[1 + k, k] = 1
     m[1:3, 6:8] = 1  # a 2x2 square: 4 pixels, contour area 1
     assert B.boxes_at_threshold(m, 0.5).tolist() == [[6, 1, 8, 3]]
-    assert cv2_boxes(m, [0.5], False)[0].tolist() == [[6, 1, 8, 3]]
+    assert B.opencv_reference_boxes(m, [0.5])[0].tolist() == [[6, 1, 8, 3]]
     assert B.boxes_at_threshold(m, 0.5, convention="pixel").tolist() == [[0, 1, 5, 6]]
 
 
@@ -235,7 +208,7 @@ def test_holes_count_in_the_contour_area():
     m[2:5, 2:5] = 0  # a 5x5 ring: 16 pixels, contour area 16 with the hole filled
     m[1:6, 8:12] = 1  # a solid 5x4 block: 20 pixels, contour area 12
     assert B.boxes_at_threshold(m, 0.5).tolist() == [[1, 1, 6, 6]]
-    assert cv2_boxes(m, [0.5], False)[0].tolist() == [[1, 1, 6, 6]]
+    assert B.opencv_reference_boxes(m, [0.5])[0].tolist() == [[1, 1, 6, 6]]
     assert B.boxes_at_threshold(m, 0.5, convention="pixel").tolist() == [[8, 1, 12, 6]]
 
 
@@ -246,7 +219,7 @@ def test_ring_gives_outer_and_hole_boxes_in_all_mode():
     m[4, 4] = 1  # an island inside the hole: [4, 4, 5, 5]
     want = [[1, 1, 8, 8], [2, 2, 7, 7], [4, 4, 5, 5]]
     assert B.boxes_at_threshold(m, 0.5, mode="all").tolist() == want
-    assert sorted_rows(cv2_boxes(m, [0.5], True)[0]).tolist() == want
+    assert sorted_rows(B.opencv_reference_boxes(m, [0.5], "all")[0]).tolist() == want
     assert B.boxes_at_threshold(m, 0.5, mode="all", convention="pixel").tolist() == [
         [1, 1, 8, 8], [4, 4, 5, 5]]
 
@@ -283,7 +256,7 @@ def test_binarize_thresholds():
 
 def test_torch_and_float32_inputs_follow_the_reference_on_that_dtype():
     m32 = cam_like(np.random.default_rng(5), 48, 5).astype(np.float32)
-    want = np.concatenate(cv2_boxes(m32, THRESHOLDS, False))
+    want = np.concatenate(B.opencv_reference_boxes(m32, THRESHOLDS))
     assert np.array_equal(B.largest_component_boxes(m32, THRESHOLDS), want)
     assert np.array_equal(B.largest_component_boxes(torch.from_numpy(m32), THRESHOLDS), want)
 

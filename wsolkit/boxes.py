@@ -32,9 +32,10 @@ hole belongs to the component holding the pixel left of the hole's first pixel, 
 the hole holding the pixel left of its own, and window areas summed up that nesting are the
 contour areas with holes filled. The foreground only changes between the 256 levels of
 ``u8``, so thresholds that truncate to the same level share one answer and the cost does not
-grow with the number of thresholds. No OpenCV is needed;
-``tests/test_boxes.py`` checks every box against a per-threshold OpenCV loop written the
-reference way, and ``benchmarks/bench_boxes.py`` times the two.
+grow with the number of thresholds. No OpenCV is needed; :func:`opencv_reference_boxes` is the
+reference's own per-threshold OpenCV loop, kept as an independent cross-check (it needs
+``opencv-python``): ``tests/test_boxes.py`` checks every box against it, and
+``benchmarks/bench_boxes.py`` times the two.
 
 ``convention="pixel"`` is the documented alternative: float comparison ``s >= t * s.max()``,
 8-connected components (as ``scipy.ndimage.label``), the largest by pixel count (ties to the
@@ -61,6 +62,7 @@ __all__ = [
     "box_iou",
     "boxes_at_threshold",
     "largest_component_boxes",
+    "opencv_reference_boxes",
     "rescale_boxes",
 ]
 
@@ -378,6 +380,48 @@ def _live_remove(live, pos, nlive, r):
 
 
 @njit(cache=True)
+def _new_component(attr, live, pos, nlive, i, x, y):
+    """Pixel ``i`` at ``(x, y)`` starts a component of its own; returns the new live count.
+
+    Its size, window area and Euler share start at 0: the sweep adds the pixel's own share.
+    """
+    attr[i, _X0] = x
+    attr[i, _Y0] = y
+    attr[i, _X1] = x
+    attr[i, _Y1] = y
+    attr[i, _FIRST] = i
+    attr[i, _AREA2] = 0
+    attr[i, _SIZE] = 0
+    attr[i, _EULER4] = 0
+    live[nlive] = i
+    pos[i] = nlive
+    return nlive + 1
+
+
+@njit(cache=True)
+def _absorb(attr, r, b):
+    """Root ``r`` takes over the box, first pixel and counts of root ``b``."""
+    attr[r, _X0] = min(attr[r, _X0], attr[b, _X0])
+    attr[r, _Y0] = min(attr[r, _Y0], attr[b, _Y0])
+    attr[r, _X1] = max(attr[r, _X1], attr[b, _X1])
+    attr[r, _Y1] = max(attr[r, _Y1], attr[b, _Y1])
+    attr[r, _FIRST] = min(attr[r, _FIRST], attr[b, _FIRST])
+    attr[r, _AREA2] += attr[b, _AREA2]
+    attr[r, _SIZE] += attr[b, _SIZE]
+    attr[r, _EULER4] += attr[b, _EULER4]
+
+
+@njit(cache=True)
+def _add_pixel_box(attr, r, i, x, y):
+    """Root ``r``'s box and first pixel grow to pixel ``i`` at ``(x, y)``."""
+    attr[r, _X0] = min(attr[r, _X0], x)
+    attr[r, _Y0] = min(attr[r, _Y0], y)
+    attr[r, _X1] = max(attr[r, _X1], x)
+    attr[r, _Y1] = max(attr[r, _Y1], y)
+    attr[r, _FIRST] = min(attr[r, _FIRST], i)
+
+
+@njit(cache=True)
 def _hole_sweep(order, ox, oy, cnt, need, H, W, record, gt, g0, g1, out_iou,
                 parent, link_slot, hstart, hend):
     """Sweeps the background (4-connected) as it grows and reports its holes.
@@ -429,16 +473,7 @@ def _hole_sweep(order, ox, oy, cnt, need, H, W, record, gt, g0, g1, out_iou,
             nrep = _BG_REP[m, 0]
             if nrep == 0:
                 r = i
-                attr[i, _X0] = x
-                attr[i, _Y0] = y
-                attr[i, _X1] = x
-                attr[i, _Y1] = y
-                attr[i, _FIRST] = i
-                attr[i, _AREA2] = 0
-                attr[i, _SIZE] = 0
-                live[nlive] = i
-                pos[i] = nlive
-                nlive += 1
+                nlive = _new_component(attr, live, pos, nlive, i, x, y)
             else:
                 if record:
                     r = _find_frozen(parent, i + ring[_BG_REP[m, 1]])
@@ -456,20 +491,10 @@ def _hole_sweep(order, ox, oy, cnt, need, H, W, record, gt, g0, g1, out_iou,
                     parent[b] = r
                     link_slot[b] = s
                     if r != 0:
-                        attr[r, _X0] = min(attr[r, _X0], attr[b, _X0])
-                        attr[r, _Y0] = min(attr[r, _Y0], attr[b, _Y0])
-                        attr[r, _X1] = max(attr[r, _X1], attr[b, _X1])
-                        attr[r, _Y1] = max(attr[r, _Y1], attr[b, _Y1])
-                        attr[r, _FIRST] = min(attr[r, _FIRST], attr[b, _FIRST])
-                        attr[r, _AREA2] += attr[b, _AREA2]
-                        attr[r, _SIZE] += attr[b, _SIZE]
+                        _absorb(attr, r, b)
                     nlive = _live_remove(live, pos, nlive, b)
                 if r != 0:
-                    attr[r, _X0] = min(attr[r, _X0], x)
-                    attr[r, _Y0] = min(attr[r, _Y0], y)
-                    attr[r, _X1] = max(attr[r, _X1], x)
-                    attr[r, _Y1] = max(attr[r, _Y1], y)
-                    attr[r, _FIRST] = min(attr[r, _FIRST], i)
+                    _add_pixel_box(attr, r, i, x, y)
             parent[i] = r
             link_slot[i] = s
             if r != 0:
@@ -569,17 +594,7 @@ def _fg_sweep(order, ox, oy, cnt, need, H, W, reference, all_mode, gt, g0, g1, w
             nrep = _FG_REP[m, 0]
             if nrep == 0:
                 r = i
-                attr[i, _X0] = x
-                attr[i, _Y0] = y
-                attr[i, _X1] = x
-                attr[i, _Y1] = y
-                attr[i, _FIRST] = i
-                attr[i, _AREA2] = 0
-                attr[i, _SIZE] = 0
-                attr[i, _EULER4] = 0
-                live[nlive] = i
-                pos[i] = nlive
-                nlive += 1
+                nlive = _new_component(attr, live, pos, nlive, i, x, y)
             else:
                 r = _find(parent, i + ring[_FG_REP[m, 1]])
                 for k in range(2, nrep + 1):
@@ -589,20 +604,9 @@ def _fg_sweep(order, ox, oy, cnt, need, H, W, reference, all_mode, gt, g0, g1, w
                     if attr[b, _SIZE] > attr[r, _SIZE]:
                         r, b = b, r
                     parent[b] = r
-                    attr[r, _X0] = min(attr[r, _X0], attr[b, _X0])
-                    attr[r, _Y0] = min(attr[r, _Y0], attr[b, _Y0])
-                    attr[r, _X1] = max(attr[r, _X1], attr[b, _X1])
-                    attr[r, _Y1] = max(attr[r, _Y1], attr[b, _Y1])
-                    attr[r, _FIRST] = min(attr[r, _FIRST], attr[b, _FIRST])
-                    attr[r, _AREA2] += attr[b, _AREA2]
-                    attr[r, _SIZE] += attr[b, _SIZE]
-                    attr[r, _EULER4] += attr[b, _EULER4]
+                    _absorb(attr, r, b)
                     nlive = _live_remove(live, pos, nlive, b)
-                attr[r, _X0] = min(attr[r, _X0], x)
-                attr[r, _Y0] = min(attr[r, _Y0], y)
-                attr[r, _X1] = max(attr[r, _X1], x)
-                attr[r, _Y1] = max(attr[r, _Y1], y)
-                attr[r, _FIRST] = min(attr[r, _FIRST], i)
+                _add_pixel_box(attr, r, i, x, y)
             parent[i] = r
             attr[r, _SIZE] += 1
             attr[r, _AREA2] += _FG_AREA2[m]
@@ -1088,3 +1092,50 @@ def boxes_at_threshold(score_map, threshold: float, mode: str = "largest",
     if mode == "largest":
         return largest_component_boxes(arr, t, convention)
     return all_component_boxes(arr, t, convention)[0]
+
+
+def opencv_reference_boxes(score_map, thresholds, mode: str = "largest") -> list[np.ndarray]:
+    """The reference's own loop: one OpenCV contour tracing per threshold (steps 1-4 above).
+
+    Slow (it traces contours anew at every threshold) and written the way
+    ``clovaai/wsolevaluation`` writes it, so that the compiled sweeps can be checked against it on
+    any maps; it needs ``opencv-python`` (``pip install opencv-python-headless``), which the rest
+    of this module does not.
+
+    Args:
+        score_map: ``(H, W)`` floating score map in ``[0, 1]``.
+        thresholds: 1-D thresholds.
+        mode: ``"largest"`` (the contour of largest area) or ``"all"`` (every contour).
+
+    Returns:
+        One ``(K, 4)`` int array ``[x1, y1, x2, y2]`` per threshold, in OpenCV's contour order;
+        ``[[0, 0, 0, 0]]`` where nothing lies above the threshold.
+    """
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("opencv_reference_boxes needs OpenCV: pip install opencv-python-headless") from None
+    _check_choice(mode, MODES, "mode", "opencv_reference_boxes")
+    maps, single = _check_maps(score_map, "opencv_reference_boxes")
+    if not single:
+        raise ScoreMapError(
+            f"opencv_reference_boxes: score_map has shape {maps.shape}; expected one (H, W) map.")
+    arr = maps[0]
+    height, width = arr.shape
+    image = np.expand_dims((arr * 255).astype(np.uint8), 2)
+    top = int(np.max(image))
+    out = []
+    for t in _check_thresholds(thresholds, "opencv_reference_boxes"):
+        _, binary = cv2.threshold(image, int(t * top), 255, cv2.THRESH_BINARY)
+        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        if len(contours) == 0:
+            out.append(np.array([[0, 0, 0, 0]]))
+            continue
+        if mode == "largest":
+            contours = [max(contours, key=cv2.contourArea)]
+        rows = []
+        for contour in contours:
+            x, y, w, h = cv2.boundingRect(contour)
+            rows.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+        out.append(np.array(rows))
+    return out
