@@ -72,6 +72,17 @@ def init_new_layers(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def check_width(model: str, width: float, pretrained) -> None:
+    """Refuses a non-positive channel multiplier, and ImageNet weights for a reduced width."""
+    if width <= 0:
+        raise ValueError(f"{model}: width must be > 0, got {width!r}.")
+    if pretrained and width != 1.0:
+        raise ValueError(
+            f"{model}: ImageNet weights exist for width 1.0 only, got width={width}; "
+            "use pretrained=False for reduced variants."
+        )
+
+
 class GAPNet(nn.Module):
     """A CAM network: named stages, optional plug-ins, a head, pooling and a linear classifier.
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from .base import GAPNet, init_new_layers
+from .base import GAPNet, check_width, init_new_layers
 from .pretrained import load_torchvision_state_dict
 
 __all__ = ["resnet50_gap"]
@@ -69,13 +69,7 @@ def resnet50_gap(
     Returns:
         A :class:`~wsolkit.models.base.GAPNet`; ``features["cam"]`` is ``layer4``'s output.
     """
-    if width <= 0:
-        raise ValueError(f"resnet50_gap: width must be > 0, got {width!r}.")
-    if pretrained and width != 1.0:
-        raise ValueError(
-            f"resnet50_gap: ImageNet weights exist for width 1.0 only, got width={width}; "
-            "use pretrained=False for reduced variants."
-        )
+    check_width("resnet50_gap", width, pretrained)
     for name, s in (("layer3_stride", layer3_stride), ("layer4_stride", layer4_stride)):
         if s not in (1, 2):
             raise ValueError(f"resnet50_gap: {name} must be 1 or 2, got {s!r}.")

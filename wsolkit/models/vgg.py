@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from torch import nn
 from torchvision.models.vgg import make_layers
 
-from .base import GAPNet, init_new_layers
+from .base import GAPNet, check_width, init_new_layers
 from .pretrained import load_torchvision_state_dict
 
 __all__ = ["vgg16_gap"]
@@ -78,13 +78,7 @@ def vgg16_gap(
     Returns:
         A :class:`~wsolkit.models.base.GAPNet`; ``features["cam"]`` is conv6's output.
     """
-    if width <= 0:
-        raise ValueError(f"vgg16_gap: width must be > 0, got {width!r}.")
-    if pretrained and width != 1.0:
-        raise ValueError(
-            f"vgg16_gap: ImageNet weights exist for width 1.0 only, got width={width}; "
-            "use pretrained=False for reduced variants."
-        )
+    check_width("vgg16_gap", width, pretrained)
     pool4_stride = pool4_stride if pool4_stride is not None else (1 if small_input else 2)
     if pool4_stride not in (1, 2):
         raise ValueError(f"vgg16_gap: pool4_stride must be 1 or 2, got {pool4_stride!r}.")
