@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -902,6 +903,7 @@ def model_from_config(config: TrainConfig | Mapping, *, pretrained: bool | str |
         return build_model(config.model, config.num_classes, plugins=plugins or None, **kwargs)
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX).
 
