@@ -12,6 +12,7 @@ from wsolkit.runs import (
     cached_run,
     config_hash,
     load_model,
+    provenance_table,
     run_dir_for,
 )
 from wsolkit.train import TrainConfig, fit, model_from_config, toy_images
@@ -73,6 +74,23 @@ def test_results_carry_provenance(tmp_path):
     assert prov["device"] and prov["wall_seconds"] > 0 and prov["started"] <= prov["finished"]
     assert saved["config"] == {k: v for k, v in tiny_config().to_dict().items() if k != "num_workers"}
     assert saved["config_hash"] == config_hash(tiny_config())
+
+
+def test_provenance_table_says_which_numbers_come_from_the_cache(tmp_path):
+    class Summary(Trainer):
+        def __call__(self, run_dir):
+            return {**super().__call__(run_dir), "amp": "off"}
+
+    cfg = tiny_config()
+    fresh = cached_run("a", cfg, Summary(cfg), runs_root=tmp_path)
+    again = cached_run("a", cfg, Summary(cfg), runs_root=tmp_path)
+    table = provenance_table([fresh, again])
+    assert list(table["source"]) == ["trained now", "run cache"]
+    assert list(table["precision"]) == ["off", "off"]
+    commit = fresh.provenance["git_commit"]
+    assert table["commit"].iloc[0].rstrip("+") == commit[:8]
+    assert table["device"].iloc[1] == again.provenance["device"]
+    assert table["minutes"].iloc[0] == round(fresh.provenance["wall_seconds"] / 60, 1)
 
 
 def test_corrupt_results_are_moved_aside_and_the_run_redone(tmp_path):

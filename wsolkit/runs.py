@@ -28,7 +28,7 @@ import re
 import subprocess
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +55,7 @@ __all__ = [
     "config_hash",
     "load_model",
     "provenance",
+    "provenance_table",
     "read_log",
     "run_dir_for",
     "runs_root",
@@ -177,6 +178,32 @@ class RunRecord:
     def log(self) -> list[dict]:
         """The per-epoch records of ``log.jsonl``."""
         return read_log(self.run_dir)
+
+
+def provenance_table(records: Iterable[RunRecord]):
+    """Where each run's numbers come from, one row per run, for a chapter to show.
+
+    Columns: ``source`` ("trained now" or "run cache"), ``finished`` (UTC), ``commit`` (short
+    hash, ``+`` when the tracked files had uncommitted changes), ``device``, ``precision`` (what
+    ``TrainConfig.amp`` resolved to; ``-`` for runs that did not record it) and ``minutes`` of
+    training; indexed by run name. A ``pandas.DataFrame``.
+    """
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        prov = record.provenance
+        commit = str(prov.get("git_commit", "unknown"))[:8] + ("+" if prov.get("git_dirty") else "")
+        rows.append({
+            "run": record.name,
+            "source": "run cache" if record.cached else "trained now",
+            "finished": str(prov.get("finished", "-"))[:16].replace("T", " "),
+            "commit": commit,
+            "device": prov.get("device", "-"),
+            "precision": record.metrics.get("amp", "-"),
+            "minutes": round(float(prov.get("wall_seconds", float("nan"))) / 60, 1),
+        })
+    return pd.DataFrame(rows).set_index("run")
 
 
 def _read_results(path: Path) -> dict | None:
