@@ -12,7 +12,8 @@ from wsolkit.cam import DegenerateMapWarning
 from wsolkit.methods import cosine_dcm as dcm
 from wsolkit.methods.cosine_dcm import DCMInputError
 from wsolkit.models import build_model
-from wsolkit.train import TrainConfig, available_losses, fit, toy_images
+from wsolkit.methods import available_maps, available_methods
+from wsolkit.train import TrainConfig, fit, toy_images
 
 # Two classes whose embeddings meet at 60 degrees (tree similarity 0.5).
 HALF = np.array([[1.0, 0.0], [0.5, math.sqrt(0.75)]])
@@ -39,8 +40,8 @@ def test_cosine_loss_gradient_is_orthogonal_to_output():
     assert float(outputs.grad @ outputs.detach().T) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_registered_loss_reports_cosine_accuracy():
-    assert "cosine" in available_losses()
+def test_registered_method_reports_cosine_accuracy():
+    assert "cosine" in available_methods() and "cosine_similarity" in available_maps()
     lines = ["a r", "b r"]
     onehot = dcm.cosine_loss_factory("onehot")
     hierarchy = dcm.cosine_loss_factory("hierarchy", taxonomy=["a s", "b s", "s r", "z r"],
@@ -59,9 +60,8 @@ def test_registered_loss_reports_cosine_accuracy():
 def test_fit_with_cosine_loss_and_random_erasing():
     data = toy_images(32, image_size=16, num_classes=2, seed=0)
     config = TrainConfig(model="simple_gap", model_kwargs={"widths": [4, 4, 4, 4]}, num_classes=2,
-                         image_size=16, epochs=1, batch_size=16, loss="cosine",
-                         loss_options={"embedding": "onehot"},
-                         method={"random_erasing": {"p": 0.5}})
+                         image_size=16, epochs=1, batch_size=16,
+                         method={"cosine": {"embedding": "onehot"}, "random_erasing": {"p": 0.5}})
     summary = fit(None, data, config, progress=False)
     record = summary["final"]
     assert 0 <= record["loss"] <= 2 and 0 <= record["embedding_acc"] <= 1
@@ -271,3 +271,19 @@ def test_classifier_maps_groups_sizes():
     with torch.no_grad():
         logits, _ = model((images[2][None].float() / 255 - 0.5) / 0.25)
     torch.testing.assert_close(maps[2].mean(dim=(1, 2)), logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_the_cosine_similarity_map_is_eq_7a_of_the_true_class():
+    from wsolkit.methods import score_map
+    from wsolkit.train import model_from_config
+
+    config = TrainConfig(model="simple_gap", model_kwargs={"widths": [4, 4, 4, 8]}, num_classes=3,
+                         image_size=16, method={"cosine": {"embedding": "onehot"}})
+    model = model_from_config(config).eval()
+    assert "class_embeddings" not in model.state_dict()  # rebuilt from the options, not stored
+    with torch.no_grad():
+        _, features = model(torch.randn(2, 3, 16, 16))
+        maps = score_map("cosine_similarity")(model, features, torch.tensor([2, 0]))
+        dense = dcm.dense_embeddings(features["cam"], model.classifier.weight, model.classifier.bias)
+        sims = dcm.cell_similarities(dense, np.eye(3))
+    torch.testing.assert_close(maps, torch.stack([sims[0, 2], sims[1, 0]]))

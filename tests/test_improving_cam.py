@@ -223,13 +223,14 @@ def test_wgap_runs_are_cached_apart_and_reload_with_their_pooling(tmp_path, monk
     base = dict(model="simple_gap", num_classes=2, image_size=16, epochs=1, batch_size=8, lr=0.01,
                 amp="off", extra={"dataset": "cub", "data_root": "unused", "split": "train"})
 
-    def config(pooling):
-        return TrainConfig(**base, model_kwargs={"widths": [4, 4, 4, 8], "pooling": pooling})
+    def config(method):
+        return TrainConfig(**base, model_kwargs={"widths": [4, 4, 4, 8]}, method=method)
 
-    assert model_from_config(config("wgap")).pooling.divide_by_area
-    assert not model_from_config(config("wgap_mean")).pooling.divide_by_area
-    gap_run = train_or_load("t-gap", config("gap"), data, progress=False)
-    wgap_run = train_or_load("t-wgap", config("wgap"), data, progress=False)
+    printed, mean = {"wgap": {}}, {"wgap": {"divide_by_area": False}}
+    assert model_from_config(config(printed)).pooling.divide_by_area
+    assert not model_from_config(config(mean)).pooling.divide_by_area
+    gap_run = train_or_load("t-gap", config({}), data, progress=False)
+    wgap_run = train_or_load("t-wgap", config(printed), data, progress=False)
     assert gap_run.run_dir != wgap_run.run_dir
     model = load_model(wgap_run.run_dir)
     assert isinstance(model.pooling, WGAP) and model.pooling.divide_by_area
@@ -237,23 +238,23 @@ def test_wgap_runs_are_cached_apart_and_reload_with_their_pooling(tmp_path, monk
     with torch.no_grad():
         logits, features = model(images)
     torch.testing.assert_close(logits, model.classifier(wgap(features["cam"])))
-    assert train_or_load("t-wgap", config("wgap"), data, progress=False).cached
-    with pytest.raises(ValueError, match="unknown pooling 'max'.*improving_cam"):
-        model_from_config(config("max"))
+    assert train_or_load("t-wgap", config(printed), data, progress=False).cached
+    with pytest.raises(ValueError, match="wgap.*unknown option.*'area'.*divide_by_area"):
+        model_from_config(config({"wgap": {"area": False}}))
 
 
 def test_a_wgap_run_builds_its_training_data_from_the_configuration(tmp_path, monkeypatch):
     # What each torchrun process does: the data from the configuration, the pooling by name.
     monkeypatch.setenv("WSOL_RUNS_DIR", str(tmp_path))
     root = Path(__file__).parent / "fixtures" / "cub"
-    config = TrainConfig(model="simple_gap", model_kwargs={"widths": [4, 4, 4, 8], "pooling": "wgap_mean"},
-                         num_classes=3, image_size=16, epochs=1, batch_size=4, amp="off",
+    config = TrainConfig(model="simple_gap", model_kwargs={"widths": [4, 4, 4, 8]},
+                         method={"wgap": {"divide_by_area": False}}, num_classes=3, image_size=16, epochs=1, batch_size=4, amp="off",
                          extra=data_extra("cub", root, val_per_class=1))
     record = train_or_load("t-data", config, progress=False)
     assert record.log()[0]["epoch"] == 1
     assert isinstance(load_model(record.run_dir).pooling, WGAP)
     # The command line (what torchrun starts once per GPU) imports nothing but wsolkit.train and
-    # the data factory, which registers the chapters' poolings before the model is built.
+    # the data factory; the method registry finds the method module itself.
     run_dir = tmp_path / "cli"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))

@@ -5,7 +5,8 @@ import torch
 import torchvision
 from torch import nn
 
-from wsolkit.methods import ADL, HideAndSeek, adl_maps, build_batch_transform, build_plugins, hide_patches
+from wsolkit.methods import ADL, HideAndSeek, adl_maps, hide_patches
+from wsolkit.train import ConfigError, TrainConfig, model_from_config
 from wsolkit.models import (
     PretrainedWeightsNotFound,
     UnknownModelError,
@@ -14,7 +15,6 @@ from wsolkit.models import (
     available_positions,
     build_model,
     parameter_groups,
-    register_pooling,
 )
 from wsolkit.models.inception import TransformInput
 
@@ -66,7 +66,6 @@ def test_features_are_named_stages_with_declared_channels(name, options, side):
         _, features = model(torch.randn(1, 3, side, side))
     assert list(features) == available_positions(name) + ["cam"]
     assert model.positions == available_positions(name)
-    assert model.mid_position in model.positions
     for key, value in features.items():
         assert value.shape[1] == model.channels[key], key
     assert model.classifier.in_features == model.channels["cam"]
@@ -140,26 +139,18 @@ def test_unknown_names_raise_with_the_valid_choices():
                                        "inceptionv3_gap", "simple_gap"}
 
 
-def test_pooling_is_replaceable_by_module_or_registered_name():
+def test_pooling_is_replaceable_by_module_and_names_go_through_methods():
     model = build_model("simple_gap", 3, pooling=nn.AdaptiveMaxPool2d(1)).eval()
     with torch.no_grad():
         logits, features = model(torch.randn(2, 3, 16, 16))
         expected = model.classifier(features["cam"].amax(dim=(2, 3)))
     torch.testing.assert_close(logits, expected)
-
-    class PowerMean(nn.Module):
-        def __init__(self, p=1.0):
-            super().__init__()
-            self.p = p
-
-        def forward(self, x):
-            return x.clamp_min(0).pow(self.p).mean(dim=(2, 3)).pow(1 / self.p)
-
-    register_pooling("power_mean", PowerMean)
-    named = build_model("simple_gap", 3, pooling={"name": "power_mean", "p": 3.0})
-    assert isinstance(named.pooling, PowerMean) and named.pooling.p == 3.0
-    with pytest.raises(ValueError, match="power_mean"):
-        build_model("simple_gap", 3, pooling="wgap_typo")
+    # A configuration names a pooling through its method, never as a bare string.
+    with pytest.raises(TypeError, match="method"):
+        build_model("simple_gap", 3, pooling="wgap")
+    wgap = model_from_config(TrainConfig(model="simple_gap", num_classes=3,
+                                         method={"wgap": {"divide_by_area": False}}))
+    assert type(wgap.pooling).__name__ == "WGAP" and not wgap.pooling.divide_by_area
 
 
 def test_parameter_groups_partition_backbone_and_new_layers():
@@ -261,20 +252,27 @@ def test_adl_drop_rate_is_the_fraction_of_batches_with_the_drop_mask():
     assert 1400 < drops < 1600  # binomial(2000, 0.75): mean 1500, sd 19
 
 
+def _adl_config(**options):
+    return TrainConfig(model="vgg16_gap", model_kwargs={"width": 0.125}, num_classes=3,
+                       method={"adl": options})
+
+
 def test_adl_plugins_from_method_options():
-    plugins = build_plugins({"adl": {"positions": ["pool3", "conv5_3"], "drop_rate": 0.5, "gamma": 0.9}})
-    assert set(plugins) == {"pool3", "conv5_3"}
-    assert all(isinstance(m, ADL) and m.gamma == 0.9 for m in plugins.values())
-    model = build_model("vgg16_gap", 3, width=0.125, plugins=plugins).eval()
+    model = model_from_config(_adl_config(positions=["pool3", "conv5_3"], drop_rate=0.5, gamma=0.9))
+    assert set(model.plugins) == {"pool3", "conv5_3"}
+    assert all(isinstance(m, ADL) and m.gamma == 0.9 for m in model.plugins.values())
+    model.eval()
     plain = build_model("vgg16_gap", 3, width=0.125)
     plain.load_state_dict(model.state_dict())
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], plain.eval()(x)[0])  # identity at evaluation
-    with pytest.raises(ValueError, match="adl"):
-        build_plugins({"adll": {}})
-    with pytest.raises(TypeError, match="gamma"):
-        build_plugins({"adl": {"positions": ["pool3"], "threshold": 0.8}})
+    with pytest.raises(ConfigError, match="adll.*registered methods are.*'adl'"):
+        model_from_config(TrainConfig(model="simple_gap", num_classes=3, method={"adll": {}}))
+    with pytest.raises(ConfigError, match="threshold.*gamma"):
+        model_from_config(_adl_config(positions=["pool3"], threshold=0.8))
+    with pytest.raises(UnknownPositionError, match="pool9"):
+        model_from_config(_adl_config(positions=["pool9"]))
 
 
 # ----------------------------------------------------------------------------- Hide-and-Seek
@@ -309,7 +307,9 @@ def test_hide_patches_extremes_and_rate():
 
 
 def test_hide_and_seek_as_configured_batch_transform():
-    transform = build_batch_transform({"hide_and_seek": {"patch": 4, "p": 1.0, "fill": 0.5}})
+    config = TrainConfig(model="simple_gap", num_classes=3,
+                         method={"hide_and_seek": {"patch": 4, "p": 1.0, "fill": 0.5}})
+    transform = model_from_config(config).training_parts.batch_transform
     assert isinstance(transform, HideAndSeek)
     assert torch.all(transform(torch.rand(2, 3, 8, 8)) == 0.5)
     mixed = HideAndSeek(patch_size=(0, 4), p=1.0)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
-import wsolkit.train
+import wsolkit.train.precision
 from wsolkit.methods import HideAndSeek
 from wsolkit.train import (
     CheckpointError,
@@ -25,7 +25,6 @@ from wsolkit.train import (
     lr_factor,
     model_from_config,
     preload,
-    register_loss,
     resolved_amp,
     toy_images,
 )
@@ -98,7 +97,7 @@ def test_fit_learns_and_restores_the_callers_global_state():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_amp_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16(monkeypatch, native):
-    monkeypatch.setattr(wsolkit.train, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(wsolkit.train.precision, "cpu_has_native_bf16", lambda: native)
     auto, off, bf16 = tiny_config(), tiny_config(amp="off"), tiny_config(amp="bf16")
     assert resolved_amp(auto, "cpu") == ("bf16" if native else "off")
     assert resolved_amp(auto, "cuda") == "bf16"
@@ -258,46 +257,45 @@ def test_dataset_resume_with_workers_is_exact(tmp_path):
 
 
 def test_tensor_augmentation_flips_and_identity_crop():
-    from wsolkit.train import _Dist, _Normalize, _TensorBatches
+    from wsolkit.train.batches import Normalize, make_batches
+    from wsolkit.train.distributed import Processes
 
     data = toy_images(16, 16, 4, 0)
     cfg = tiny_config(batch_size=16, normalize=False)
     dev = torch.device("cpu")
-    batches = _TensorBatches(data, cfg, dev, _Dist(), _Normalize(cfg, dev, False), train=True)
-    images, labels, _ = next(batches.epoch(0))
+    batches = make_batches(data, cfg, dev, Processes(), Normalize(cfg, dev, False), train=True)
+    images, labels, _, _ = next(batches.epoch(0))
     originals = data.images[_order(cfg, 16)].float() / 255
     flipped = torch.tensor([torch.equal(i, o.flip(2)) for i, o in zip(images, originals)])
     same = torch.tensor([torch.equal(i, o) for i, o in zip(images, originals)])
     assert torch.all(flipped | same) and flipped.any() and same.any()
-    identity = _TensorBatches(data, tiny_config(batch_size=16, normalize=False, hflip=False, crop_scale=1.0),
-                              dev, _Dist(), _Normalize(cfg, dev, False), train=True)
-    images, _, _ = next(identity.epoch(0))
+    identity = make_batches(data, tiny_config(batch_size=16, normalize=False, hflip=False, crop_scale=1.0),
+                            dev, Processes(), Normalize(cfg, dev, False), train=True)
+    images, _, _, _ = next(identity.epoch(0))
     torch.testing.assert_close(images, originals, atol=1e-5, rtol=0)
 
 
 def _order(cfg, n):
-    from wsolkit.train import _STREAM_ORDER, _derive_seed
+    from wsolkit.train.distributed import STREAM_ORDER, derive_seed
 
-    return torch.randperm(n, generator=torch.Generator().manual_seed(_derive_seed(cfg.seed, 0, 0, _STREAM_ORDER)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, 0, 0, STREAM_ORDER)))
 
 
-def test_losses_registered_by_name_and_their_terms_are_logged():
-    def factory(weight=1.0):
-        def loss_fn(logits, labels, features, ctx):
-            ce = torch.nn.functional.cross_entropy(logits, labels)
-            reg = weight * features["cam"].abs().mean()
-            assert 0.0 <= ctx.progress < 1.0 and ctx.images.shape[0] == labels.shape[0]
-            return {"loss": ce + reg, "ce": ce, "cam_l1": reg}
+def test_a_classification_loss_passed_to_fit_and_its_terms_are_logged():
+    def loss_fn(logits, labels, features, ctx):
+        ce = torch.nn.functional.cross_entropy(logits, labels)
+        reg = 0.5 * features["cam"].abs().mean()
+        assert 0.0 <= ctx.progress < 1.0 and ctx.images.shape[0] == labels.shape[0]
+        return {"loss": ce + reg, "ce": ce, "cam_l1": reg}
 
-        return loss_fn
-
-    register_loss("ce_plus_l1", factory)
-    summary = fit(None, toy_images(32, 16, 4, 0),
-                  tiny_config(epochs=1, loss="ce_plus_l1", loss_options={"weight": 0.5}), progress=False)
+    summary = fit(None, toy_images(32, 16, 4, 0), tiny_config(epochs=1), loss_fn=loss_fn, progress=False)
     rec = summary["final"]
     assert rec["loss"] == pytest.approx(rec["ce"] + rec["cam_l1"], rel=1e-6)
-    with pytest.raises(ConfigError, match="registered losses"):
-        fit(None, toy_images(32, 16, 4, 0), tiny_config(loss="nope"), progress=False)
+    with pytest.raises(ConfigError, match="unknown field.*loss"):
+        TrainConfig.from_dict({**tiny_config().to_dict(), "loss": "ce"})
+    with pytest.raises(ConfigError, match="keep one"):
+        fit(None, toy_images(32, 16, 4, 0), tiny_config(method={"cosine": {}}), loss_fn=loss_fn,
+            progress=False)
 
 
 def test_batch_transform_from_two_places_is_refused():

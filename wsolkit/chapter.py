@@ -18,7 +18,7 @@ from pathlib import Path
 
 from wsolkit.profiles import ParameterError, check_choice, data_dir, runs_dir
 from wsolkit.runs import RunRecord, cached_run, read_log
-from wsolkit.train import TensorImages, TrainConfig, fit, preload
+from wsolkit.train import TensorImages, TrainConfig, fit, method_targets, preload
 
 _DATASETS = ("cub", "ilsvrc", "coco_crops")
 
@@ -59,10 +59,6 @@ def training_data(config: TrainConfig):
     resized crops and flips (``wsolkit.data.train_transform``), and the COCO object crops with
     Barz & Denzler's augmentation when ``extra["preload"]`` is false.
     """
-    # The chapters' methods register their losses, methods and poolings on import; a torchrun
-    # process that rebuilds a run from its configuration alone needs them registered too.
-    import wsolkit.methods.cosine_dcm  # noqa: F401
-    import wsolkit.methods.improving_cam  # noqa: F401
     from wsolkit.data import get_dataset, train_transform
 
     extra = config.extra
@@ -72,16 +68,24 @@ def training_data(config: TrainConfig):
             f"TrainConfig.extra lacks {missing}; build it with wsolkit.chapter.data_extra(...)")
     options = {k: v for k, v in extra.items()
                if k not in ("dataset", "data_root", "split", "chapter", "preload")}
+    # Per-image targets the methods train against are computed from the original images,
+    # cached on disk and moved with every crop and flip (wsolkit.train.targets).
+    targets = method_targets(config)
     if extra["dataset"] == "ilsvrc" and not extra.get("preload", False):
-        return get_dataset("ilsvrc", data_root_of(extra), extra["split"],
-                           transform=train_transform(config.image_size, normalize=False), **options)
+        transform = train_transform(config.image_size, normalize=False)
+        if targets:
+            from wsolkit.train.targets import WithTargets
+
+            plain = get_dataset("ilsvrc", data_root_of(extra), extra["split"], **options)
+            return WithTargets(plain, targets, transform)
+        return get_dataset("ilsvrc", data_root_of(extra), extra["split"], transform=transform, **options)
     if extra["dataset"] == "coco_crops" and not extra.get("preload", True):
         from wsolkit.methods.cosine_dcm import object_crop_transform
 
         return get_dataset("coco_crops", data_root_of(extra), extra["split"],
                            transform=object_crop_transform(config.image_size), **options)
     dataset = get_dataset(extra["dataset"], data_root_of(extra), extra["split"], **options)
-    return preload(dataset, config.image_size)
+    return preload(dataset, config.image_size, targets=targets)
 
 
 def _launcher_processes(launcher: str) -> int:

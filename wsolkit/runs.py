@@ -38,14 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .train import (
-    NON_RESULT_FIELDS,
-    TrainConfig,
-    atomic_write_text,
-    load_checkpoint,
-    model_from_config,
-    result_fields,
-)
+from .io import atomic_write_text, load_checkpoint
+from .train.config import NON_RESULT_FIELDS, TrainConfig, result_fields
+from .train.model import model_from_config
 
 __all__ = [
     "RunCacheError",
@@ -311,8 +306,8 @@ def load_model(run_dir: str | os.PathLike, *, map_location="cpu", allow_incomple
         allow_incomplete: accept a checkpoint from before the last epoch.
 
     Returns:
-        The model in evaluation mode. Plug-ins of methods registered by a chapter module need
-        that module imported first.
+        The model in evaluation mode, with every part of its methods (found by name in
+        :mod:`wsolkit.methods`, nothing to import first).
 
     Raises:
         RunCacheError: no checkpoint, or an incomplete one without ``allow_incomplete``.

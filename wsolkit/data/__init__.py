@@ -19,12 +19,11 @@ from wsolkit.data.common import (
     BoxChecker,
     DatasetFormatError,
     DatasetWarning,
-    get_dataset,
     load_image,
-    verify,
 )
 from wsolkit.data.cub import CUBDataset
 from wsolkit.data.ilsvrc import ILSVRCDataset
+from wsolkit.data.registry import get_dataset, verify
 from wsolkit.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from wsolkit.data.common import VERIFY_SPLITS, verify
+from wsolkit.data.registry import VERIFY_SPLITS, verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,6 @@ lazily, one per ``__getitem__``.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import os
 import warnings
@@ -352,155 +351,36 @@ def check_split(split: str, known: Sequence[str], dataset: str) -> None:
         raise ValueError(f"{dataset}: split={split!r}; expected one of {tuple(known)}")
 
 
-#: Dataset names of :func:`get_dataset`, mapped to ``(module, class)``; imported on first use.
-DATASETS = {
-    "cub": ("wsolkit.data.cub", "CUBDataset"),
-    "ilsvrc": ("wsolkit.data.ilsvrc", "ILSVRCDataset"),
-    "coco": ("wsolkit.data.coco", "COCODetection"),
-    "coco_crops": ("wsolkit.data.coco", "COCOObjectCrops"),
-}
+class AnnotatedImages(torch.utils.data.Dataset):
+    """The sample of a single-label dataset with boxes (CUB, ILSVRC): one ``__getitem__`` for both.
 
-
-def get_dataset(name: str, root: str | os.PathLike, split: str, **kwargs: Any) -> Any:
-    """Build a dataset by name.
-
-    Args:
-        name: ``"cub"``, ``"ilsvrc"``, ``"coco"`` or ``"coco_crops"``.
-        root: the dataset root.
-        split: the split, e.g. ``"train"``, ``"val"``, ``"test"``.
-        **kwargs: passed to the loader (``transform``, ``on_bad_box``, ...).
-
-    Raises:
-        ValueError: an unknown name, listing the known ones.
+    A subclass sets ``image_ids``, ``paths``, ``labels``, ``boxes`` and ``transform``, and may
+    override :meth:`_orig_size` and :meth:`_extra_fields`; ``box_keys`` names the fields that
+    hold boxes (moved with the image by the transform).
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    module, cls = DATASETS[name]
-    return getattr(importlib.import_module(module), cls)(root, split, **kwargs)
 
+    box_keys: tuple[str, ...] = ("boxes",)
 
-#: The splits :func:`verify` checks by default.
-VERIFY_SPLITS = {
-    "cub": ("train", "val", "test"),
-    "ilsvrc": ("train", "val"),
-    "coco": ("train", "val"),
-}
+    def __len__(self) -> int:
+        return len(self.image_ids)
 
+    def _orig_size(self, index: int, image: Image.Image) -> tuple[int, int]:
+        """``(H, W)`` of the image as the annotation describes it (default: the decoded image)."""
+        return (image.height, image.width)
 
-def _layout_problems(name: str, root: str, splits: Sequence[str]) -> list[str]:
-    """Missing files and folders of a dataset root, each with the expected layout."""
-    needed: list[tuple[str, str, Callable[[str], bool]]] = []
-    problems: list[str] = []
-    if name == "cub":
-        from wsolkit.data import cub
+    def _extra_fields(self, index: int) -> dict[str, Any]:
+        """Fields beyond the shared ones (part boxes, masks)."""
+        return {}
 
-        for file in cub.REQUIRED_FILES:
-            needed.append((os.path.join(root, file), cub.EXPECTED[file], os.path.isfile))
-        needed.append((os.path.join(root, "images"), cub.EXPECTED["images"], os.path.isdir))
-    elif name == "ilsvrc":
-        from wsolkit.data import ilsvrc
-
-        try:
-            layout = ilsvrc.detect_layout(root)
-        except DatasetFormatError as error:
-            return [str(error)]
-        data = os.path.join(root, "ILSVRC", "Data", "CLS-LOC") if layout == "kaggle" else root
-        for split in splits:
-            needed.append((os.path.join(data, split), f"the {split} images", os.path.isdir))
-        if layout == "kaggle":
-            mapping = os.path.join(root, ilsvrc.MAPPING)
-            needed.append((mapping, ilsvrc.EXPECTED[ilsvrc.MAPPING], os.path.isfile))
-        if "val" in splits:
-            xml = (
-                os.path.join(root, "ILSVRC", "Annotations", "CLS-LOC", "val")
-                if layout == "kaggle"
-                else os.path.join(root, "val_boxes")
-            )
-            csv = os.path.join(root, ilsvrc.VAL_CSV)
-            if not os.path.isdir(xml) and not os.path.isfile(csv):
-                problems.append(
-                    f"missing {xml} or {csv}: expected validation boxes as "
-                    f"{ilsvrc.EXPECTED['xml']} or {ilsvrc.EXPECTED[ilsvrc.VAL_CSV]}"
-                )
-    else:
-        from wsolkit.data import coco
-
-        for split in splits:
-            needed.append((coco.annotation_path(root, split), coco.EXPECTED_JSON, os.path.isfile))
-            needed.append((coco.image_dir(root, split), f"the {split}2017 images", os.path.isdir))
-    missing = [f"missing {path}: expected {what}" for path, what, ok in needed if not ok(path)]
-    return missing + problems
-
-
-def verify(
-    name: str,
-    root: str | os.PathLike,
-    full: bool = False,
-    *,
-    splits: Sequence[str] | None = None,
-    log: Callable[[str], None] | None = None,
-) -> list[str]:
-    """Check a dataset root and list what is missing or malformed.
-
-    Checks the layout (every missing file or folder, with what it should hold), then builds each
-    split with ``on_bad_box="error"``, which parses and cross-checks every annotation and
-    validates every box; if boxes are bad, the split is built again with ``on_bad_box="skip"``
-    to count them all. With ``full``, every image (and CUB mask) is also decoded.
-
-    Args:
-        name: ``"cub"``, ``"ilsvrc"`` or ``"coco"``.
-        root: the dataset root.
-        full: decode every image too (slow on the full datasets).
-        splits: the splits to check; all by default (:data:`VERIFY_SPLITS`).
-        log: called with one line per fact found (counts of images, classes, boxes); e.g.
-            ``print``.
-
-    Returns:
-        The problems, one string each; empty when the root is fine.
-
-    Raises:
-        ValueError: an unknown dataset name or split.
-    """
-    if name not in VERIFY_SPLITS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(VERIFY_SPLITS)}")
-    splits = tuple(splits or VERIFY_SPLITS[name])
-    for split in splits:
-        check_split(split, VERIFY_SPLITS[name], f"verify {name}")
-    root = os.fspath(root)
-    say = log or (lambda line: None)
-    if not os.path.isdir(root):
-        return [f"missing {root}: expected the {name} dataset root"]
-    problems = _layout_problems(name, root, splits)
-    if problems:
-        return problems
-    for split in splits:
-        try:
-            dataset = get_dataset(name, root, split)
-        except BadBoxError as error:
-            problems.append(str(error))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DatasetWarning)
-                try:
-                    dataset = get_dataset(name, root, split, on_bad_box="skip")
-                except DatasetFormatError as other:
-                    problems.append(str(other))
-                    continue
-            problems.append(
-                f"{name} {split}: {dataset.num_boxes_skipped} bad boxes in all (outside the image "
-                "or without area)"
-            )
-        except DatasetFormatError as error:
-            problems.append(str(error))
-            continue
-        say(repr(dataset))
-        if len(dataset) == 0:
-            problems.append(f"{name} {split}: no images; expected at least one ({dataset!r})")
-            continue
-        if full:
-            for index in range(len(dataset)):
-                try:
-                    dataset[index]
-                except DatasetFormatError as error:
-                    problems.append(str(error))
-            say(f"{name} {split}: decoded {len(dataset)} images")
-    return problems
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = load_image(self.paths[index])
+        sample: dict[str, Any] = {
+            "image": image,
+            "label": int(self.labels[index]),
+            "boxes": torch.tensor(self.boxes[index]),
+            "image_id": self.image_ids[index],
+            "path": self.paths[index],
+            "orig_size": self._orig_size(index, image),
+        }
+        sample.update(self._extra_fields(index))
+        return apply_transform(sample, self.transform, box_keys=self.box_keys)

@@ -33,16 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
-
 from wsolkit.data.common import (
+    AnnotatedImages,
     BoxChecker,
     DatasetFormatError,
-    apply_transform,
     boxes_array,
     check_split,
     image_size,
-    load_image,
     parse_number,
     read_fields,
     require_dir,
@@ -144,7 +141,7 @@ def load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
     return (values > 127).astype(np.uint8)
 
 
-class CUBDataset(Dataset):
+class CUBDataset(AnnotatedImages):
     """CUB-200-2011 with image-level labels, all ground-truth boxes and optional masks.
 
     All text files are parsed, cross-checked and the boxes validated against the image sizes
@@ -356,24 +353,18 @@ class CUBDataset(Dataset):
             held.update(members[:val_per_class])
         return held
 
-    def __len__(self) -> int:
-        return len(self.image_ids)
+    box_keys = ("boxes", "part_boxes")
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image = load_image(self.paths[index])
-        sample: dict[str, Any] = {
-            "image": image,
-            "label": int(self.labels[index]),
-            "boxes": torch.tensor(self.boxes[index]),
-            "image_id": self.image_ids[index],
-            "path": self.paths[index],
-            "orig_size": self.sizes[index],
-        }
+    def _orig_size(self, index: int, image) -> tuple[int, int]:
+        return self.sizes[index]
+
+    def _extra_fields(self, index: int) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
         if self.part_boxes is not None:
-            sample["part_boxes"] = torch.tensor(self.part_boxes[index])
+            extra["part_boxes"] = torch.tensor(self.part_boxes[index])
         if self.mask_paths is not None:
-            sample["mask"] = torch.from_numpy(load_mask(self.mask_paths[index], self.sizes[index]))
-        return apply_transform(sample, self.transform, box_keys=("boxes", "part_boxes"))
+            extra["mask"] = torch.from_numpy(load_mask(self.mask_paths[index], self.sizes[index]))
+        return extra
 
     def __repr__(self) -> str:
         return (

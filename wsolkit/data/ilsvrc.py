@@ -33,17 +33,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
-
 from wsolkit.data.common import (
+    AnnotatedImages,
     BoxChecker,
     DatasetFormatError,
-    apply_transform,
     boxes_array,
     check_split,
     image_size,
-    load_image,
     parse_number,
     require_dir,
     require_file,
@@ -224,7 +220,7 @@ def _scan(folder: str) -> tuple[list[str], list[str]]:
     return sorted(images), sorted(folders)
 
 
-class ILSVRCDataset(Dataset):
+class ILSVRCDataset(AnnotatedImages):
     """ILSVRC 2012 localization: image labels and all ground-truth boxes.
 
     Annotations are parsed and checked when the dataset is built (folder listings, the CSV or the
@@ -465,21 +461,6 @@ class ILSVRCDataset(Dataset):
                 f"e.g. {leftover[0]}; expected every annotated image to be present: restore the "
                 "images"
             )
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image = load_image(self.paths[index])
-        sample: dict[str, Any] = {
-            "image": image,
-            "label": int(self.labels[index]),
-            "boxes": torch.tensor(self.boxes[index]),
-            "image_id": self.image_ids[index],
-            "path": self.paths[index],
-            "orig_size": (image.height, image.width),
-        }
-        return apply_transform(sample, self.transform)
 
     def __repr__(self) -> str:
         return (

@@ -12,12 +12,19 @@ A parameter-free plug-in for a feature map ``F`` (``(N, K, h, w)``), active in t
 
 In evaluation mode ADL is the identity. The maps assume a non-negative feature map (after a ReLU
 or a max-pool), as at every position where the paper plugs it.
+
+In a configuration: ``TrainConfig(method={"adl": {"positions": ["pool3", "conv5_3"],
+"drop_rate": 0.75, "gamma": 0.8}})``; the score map is the plain CAM.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from wsolkit.methods.registry import MethodParts, register_method
 
 __all__ = ["ADL", "adl_maps"]
 
@@ -65,3 +72,14 @@ class ADL(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_rate={self.drop_rate}, gamma={self.gamma}"
+
+
+def build(model: nn.Module, config, positions: str | Sequence[str], drop_rate: float = 0.75,
+          gamma: float = 0.8) -> MethodParts:
+    """An :class:`ADL` after each of ``positions`` (stage names of the backbone)."""
+    if isinstance(positions, str):
+        positions = [positions]
+    return MethodParts(plugins={pos: ADL(drop_rate, gamma) for pos in positions})
+
+
+register_method("adl", build)

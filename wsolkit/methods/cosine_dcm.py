@@ -35,9 +35,11 @@ connected component, Zhou et al. 2016), computed at a higher input resolution th
 The CAM baseline for several objects (Sec. 4.5) takes every class with a softmax probability of
 at least 15% and boxes each from its min-max normalised CAM at ``theta_bbox``.
 
-Registered here: the loss ``"cosine"`` (``TrainConfig(loss="cosine", loss_options={...})``, see
-:func:`cosine_loss_factory`) and the batch transform ``"random_erasing"`` (Zhong et al. 2017),
-part of the paper's training recipe.
+Registered here: the method ``"cosine"`` (``TrainConfig(method={"cosine": {"embedding":
+"onehot"}})``, see :func:`cosine_loss_factory`), which replaces cross-entropy by the cosine loss
+and defines the score map ``"cosine_similarity"`` (eq. 7a of the true class, for the standard
+single-object protocol), and the method ``"random_erasing"`` (Zhong et al. 2017), the batch
+transform of the paper's training recipe.
 """
 
 from __future__ import annotations
@@ -52,9 +54,8 @@ import torch.nn.functional as F
 from wsolkit.boxes import best_iou_per_threshold, largest_component_boxes
 from wsolkit.cam import normalize_maps, upsample_maps
 from wsolkit.hierarchy import Taxonomy, hierarchy_embeddings, onehot_embeddings
-from wsolkit.methods import register_method
+from wsolkit.methods.registry import MethodParts, register_method
 from wsolkit.metrics import detections_to_coco
-from wsolkit.train import register_loss
 
 __all__ = [
     "DCMInputError",
@@ -125,7 +126,7 @@ def class_embeddings(num_classes: int, embedding: str = "onehot", *,
             f"{'given' if taxonomy is not None else 'None'} and "
             f"{'no' if classes is None else len(classes)} class names.")
     tree = taxonomy if isinstance(taxonomy, Taxonomy) else Taxonomy.from_lines(
-        taxonomy, source="loss_options['taxonomy']")
+        taxonomy, source="the 'cosine' method's taxonomy option")
     return hierarchy_embeddings(tree, list(classes))
 
 
@@ -174,16 +175,16 @@ def cosine_loss(outputs: torch.Tensor, labels: torch.Tensor, embeddings) -> torc
 
 def cosine_loss_factory(embedding: str = "onehot", taxonomy: Sequence[str] | None = None,
                         classes: Sequence[str] | None = None):
-    """The ``"cosine"`` loss of :func:`wsolkit.train.register_loss`.
+    """The classification loss of the method ``"cosine"``.
 
-    ``TrainConfig(loss="cosine", loss_options={"embedding": "onehot"})``, or with
+    ``TrainConfig(method={"cosine": {"embedding": "onehot"}})``, or with
     ``{"embedding": "hierarchy", "taxonomy": [...lines...], "classes": [...]}`` (see
     :func:`class_embeddings`). The loss function returns the loss and ``embedding_acc``, the
     batch accuracy of the cosine prediction (``fit``'s own ``train_acc`` takes the argmax of the
     raw outputs, which is the prediction only for one-hot embeddings).
     """
     if embedding not in EMBEDDINGS:
-        raise DCMInputError(f"loss_options['embedding'] = {embedding!r}; expected one of {EMBEDDINGS}.")
+        raise DCMInputError(f"method 'cosine': embedding = {embedding!r}; expected one of {EMBEDDINGS}.")
     fixed = None
     if embedding == "hierarchy":
         fixed = class_embeddings(len(classes or ()), "hierarchy", taxonomy=taxonomy, classes=classes)
@@ -202,7 +203,31 @@ def cosine_loss_factory(embedding: str = "onehot", taxonomy: Sequence[str] | Non
     return loss_fn
 
 
-register_loss("cosine", cosine_loss_factory)
+def build_cosine(model: torch.nn.Module, config, embedding: str = "onehot",
+                 taxonomy: Sequence[str] | None = None,
+                 classes: Sequence[str] | None = None) -> MethodParts:
+    """The cosine loss in place of cross-entropy; the class embeddings are kept on the model as
+    a buffer outside the state dict (rebuilt from the options) for the map ``"cosine_similarity"``."""
+    loss = cosine_loss_factory(embedding, taxonomy, classes)
+    phi = class_embeddings(model.classifier.out_features, embedding, taxonomy=taxonomy, classes=classes)
+    model.register_buffer("class_embeddings", torch.as_tensor(phi, dtype=torch.float32), persistent=False)
+    return MethodParts(classification_loss=loss)
+
+
+def cosine_similarity_map_fn(model: torch.nn.Module, features, classes: torch.Tensor) -> torch.Tensor:
+    """Eq. 7a of each image's class: the cosine similarity of every cell's dense embedding to
+    the class embedding (one-hot where the model has none). The standard pipeline min-max
+    normalises it; the chapter's own single-object check divides by the maximum instead."""
+    weight, bias = model.classifier.weight, model.classifier.bias
+    dense = dense_embeddings(features["cam"].float(), weight.float(), None if bias is None else bias.float())
+    phi = getattr(model, "class_embeddings", None)
+    if phi is None:
+        phi = onehot_embeddings(weight.shape[0])
+    sims = cell_similarities(dense, phi.to(dense.device) if torch.is_tensor(phi) else phi)
+    return sims[torch.arange(sims.shape[0], device=sims.device), classes]
+
+
+register_method("cosine", build_cosine, maps={"cosine_similarity": cosine_similarity_map_fn})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -728,7 +753,14 @@ class RandomErasing:
         return f"RandomErasing(p={self.p}, area={self.area}, aspect={self.aspect}, value={self.value})"
 
 
-register_method("random_erasing", batch_transform=RandomErasing)
+def build_random_erasing(model: torch.nn.Module, config, p: float = 0.5,
+                         area: Sequence[float] = (0.02, 0.4), aspect: Sequence[float] = (0.3, 3.3),
+                         value: float = 0.0) -> MethodParts:
+    """:class:`RandomErasing` as the run's batch transform."""
+    return MethodParts(batch_transform=RandomErasing(p, area, aspect, value))
+
+
+register_method("random_erasing", build_random_erasing)
 
 
 def object_crop_transform(size: int = 224, short_side: Sequence[int] = (256, 480)):

@@ -7,7 +7,8 @@ first-layer filter sees the same expected input whether or not its receptive fie
 (the paper's section 3.2). Hiding happens at training time only; the network sees whole images at
 test time, and must have learnt to use more than the single most discriminative part.
 
-:func:`wsolkit.train.fit` applies its ``batch_transform`` to the *normalised* batch, on the device.
+In a configuration: ``TrainConfig(method={"hide_and_seek": {"patch": 16, "p": 0.5}})``, a batch
+transform that :func:`wsolkit.train.fit` applies to the *normalised* batch, on the device.
 When the normalisation uses the training data's own mean, that mean is 0, hence ``fill=0.0`` by
 default; to hide on un-normalised ``[0, 1]`` images pass the mean colour as ``fill``.
 """
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from wsolkit.methods.registry import MethodParts, register_method
 
 __all__ = ["HideAndSeek", "hide_patches"]
 
@@ -100,3 +103,12 @@ class HideAndSeek(nn.Module):
 
     def extra_repr(self) -> str:
         return f"patch_size={self.sizes if len(self.sizes) > 1 else self.sizes[0]}, p={self.p}, fill={self.fill}"
+
+
+def build(model: nn.Module, config, patch: int | Sequence[int] = 16, p: float = 0.5,
+          fill: float | Sequence[float] = 0.0) -> MethodParts:
+    """Hide-and-Seek as the run's batch transform (``patch``: grid cell side or sizes)."""
+    return MethodParts(batch_transform=HideAndSeek(patch, p, fill))
+
+
+register_method("hide_and_seek", build)

@@ -39,17 +39,16 @@ mean (sum, without the division by ``w h``) is the logit minus the bias is ``sum
 the feature map and the classifier weights (section 4.2), which is what the book's evaluation
 uses by default for every model.
 
-WGAP in a training configuration: importing this module registers two poolings with
-:func:`wsolkit.models.register_pooling`, ``"wgap"`` (eq. 1 as printed) and ``"wgap_mean"`` (without
-the division by ``w h``), so a configuration names one as any other model option,
-``TrainConfig(model_kwargs={"pooling": "wgap_mean"}, ...)``. The pooling is then part of the run's
-hash, :func:`wsolkit.chapter.train_or_load` trains it with any launcher (the ``torchrun`` entry point
-imports this module), and :func:`wsolkit.runs.load_model` rebuilds the model with its pooling.
+In a configuration: ``TrainConfig(method={"wgap": {"divide_by_area": False}})`` trains with the
+softmax-weighted mean (``{"wgap": {}}``: eq. 1 as printed); the pooling is part of the run's hash,
+any launcher trains it and :func:`wsolkit.runs.load_model` rebuilds it. The method registers the
+score maps ``"recombined"`` (eq. 3) and ``"softmax_weighted"``, which evaluation takes by name for
+any network (the recombined CAM of a plain CAM network is the paper's ablation row), and the two
+signed parts of eq. 2, ``"positive_part"`` (``M_p``) and ``"negative_part"`` (``|M_n|``).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -58,7 +57,7 @@ import torch
 from torch import nn
 
 from wsolkit.cam import ClassSpec, class_activation_maps
-from wsolkit.models import register_pooling
+from wsolkit.methods.registry import MethodParts, register_method
 
 __all__ = [
     "PAPER_THRESHOLDS",
@@ -70,6 +69,8 @@ __all__ = [
     "boundary_means",
     "boundary_differences",
     "recombined_cams",
+    "negative_part_map_fn",
+    "positive_part_map_fn",
     "recombined_map_fn",
     "signed_cams",
     "softmax_weighted_cams",
@@ -148,10 +149,9 @@ class WGAP(nn.Module):
         return f"divide_by_area={self.divide_by_area}"
 
 
-# Names a configuration can give in model_kwargs["pooling"]: WGAP as eq. 1 prints it, and WGAP
-# without the division by the area (the softmax-weighted mean).
-register_pooling("wgap", WGAP)
-register_pooling("wgap_mean", functools.partial(WGAP, divide_by_area=False))
+def build(model: nn.Module, config, divide_by_area: bool = True) -> MethodParts:
+    """WGAP in place of global average pooling (``divide_by_area``: see :func:`wgap`)."""
+    return MethodParts(pooling=WGAP(divide_by_area))
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,14 +212,32 @@ def softmax_weighted_cams(features: torch.Tensor, weight: torch.Tensor,
 
 def recombined_map_fn(model: nn.Module, features: Mapping[str, torch.Tensor],
                       classes: torch.Tensor) -> torch.Tensor:
-    """:func:`recombined_cams` of ``features["cam"]``, as a ``wsolkit.evaluation`` ``map_fn``."""
+    """:func:`recombined_cams` of ``features["cam"]``: the score map ``"recombined"``."""
     return recombined_cams(features["cam"], model.classifier.weight, classes)
 
 
 def softmax_weighted_map_fn(model: nn.Module, features: Mapping[str, torch.Tensor],
                             classes: torch.Tensor) -> torch.Tensor:
-    """:func:`softmax_weighted_cams` of ``features["cam"]``, as a ``map_fn``."""
+    """:func:`softmax_weighted_cams` of ``features["cam"]``: the score map ``"softmax_weighted"``."""
     return softmax_weighted_cams(features["cam"], model.classifier.weight, classes)
+
+
+def positive_part_map_fn(model: nn.Module, features: Mapping[str, torch.Tensor],
+                         classes: torch.Tensor) -> torch.Tensor:
+    """``M_p`` of eq. 2 (the channels of positive weight): the score map ``"positive_part"``."""
+    return signed_cams(features["cam"], model.classifier.weight, classes)[0]
+
+
+def negative_part_map_fn(model: nn.Module, features: Mapping[str, torch.Tensor],
+                         classes: torch.Tensor) -> torch.Tensor:
+    """``|M_n|`` of eq. 2 (the channels of negative weight): the score map ``"negative_part"``."""
+    return -signed_cams(features["cam"], model.classifier.weight, classes)[1]
+
+
+register_method("wgap", build, maps={"recombined": recombined_map_fn,
+                                     "softmax_weighted": softmax_weighted_map_fn,
+                                     "positive_part": positive_part_map_fn,
+                                     "negative_part": negative_part_map_fn})
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,12 +23,19 @@ Reduced variants for CPU runs: ``build_model("vgg16_gap", C, width=0.25, small_i
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from torch import nn
 
 from .alexnet import alexnet_gap
-from .base import GAPNet, GlobalAvgPool, UnknownModelError, UnknownPositionError, init_new_layers
+from .base import (
+    FrozenNetwork,
+    GAPNet,
+    GlobalAvgPool,
+    UnknownModelError,
+    UnknownPositionError,
+    init_new_layers,
+)
 from .inception import googlenet_gap, inceptionv3_gap
 from .pretrained import PretrainedWeightsNotFound, load_torchvision_state_dict, weights_path
 from .resnet import resnet50_gap
@@ -36,6 +43,7 @@ from .simple import simple_gap
 from .vgg import vgg16_gap
 
 __all__ = [
+    "FrozenNetwork",
     "GAPNet",
     "GlobalAvgPool",
     "PretrainedWeightsNotFound",
@@ -43,7 +51,6 @@ __all__ = [
     "UnknownPositionError",
     "alexnet_gap",
     "available_models",
-    "available_poolings",
     "available_positions",
     "build_model",
     "googlenet_gap",
@@ -51,7 +58,6 @@ __all__ = [
     "init_new_layers",
     "load_torchvision_state_dict",
     "parameter_groups",
-    "register_pooling",
     "resnet50_gap",
     "simple_gap",
     "unwrap",
@@ -67,55 +73,6 @@ _BUILDERS = {
     "inceptionv3_gap": inceptionv3_gap,
     "simple_gap": simple_gap,
 }
-
-# Stage names in forward order; they do not depend on width or input-size options.
-_POSITIONS = {
-    "vgg16_gap": ["pool1", "pool2", "pool3", "conv4_3", "pool4", "conv5_3"],
-    "resnet50_gap": ["stem", "layer1", "layer2", "layer3", "layer4"],
-    "alexnet_gap": ["pool1", "pool2", "conv3", "conv4", "conv5"],
-    "googlenet_gap": ["stem", "inception3a", "inception3b", "pool3", "inception4a",
-                      "inception4b", "inception4c", "inception4d", "inception4e"],
-    "inceptionv3_gap": ["stem", "mixed_5b", "mixed_5c", "mixed_5d", "pool3", "mixed_6a",
-                        "mixed_6b", "mixed_6c", "mixed_6d", "mixed_6e"],
-    "simple_gap": ["block1", "pool1", "block2", "pool2", "block3", "pool3", "block4"],
-}
-
-
-_POOLINGS: dict[str, Callable[..., nn.Module]] = {"gap": GlobalAvgPool}
-
-
-def register_pooling(name: str, factory: Callable[..., nn.Module]) -> None:
-    """Register a pooling module so that configurations can name it.
-
-    Args:
-        name: the name used as ``pooling="name"`` or ``pooling={"name": name, **options}``.
-        factory: ``factory(**options) -> nn.Module`` mapping ``(N, K, h, w)`` to ``(N, K)``.
-    """
-    _POOLINGS[name] = factory
-
-
-def available_poolings() -> list[str]:
-    """Registered pooling names (``"gap"`` built in)."""
-    return sorted(_POOLINGS)
-
-
-def _resolve_pooling(pooling):
-    if pooling is None or isinstance(pooling, nn.Module):
-        return pooling
-    if isinstance(pooling, str):
-        name, options = pooling, {}
-    elif isinstance(pooling, Mapping) and "name" in pooling:
-        options = dict(pooling)
-        name = options.pop("name")
-    else:
-        raise TypeError(
-            f"pooling must be an nn.Module, a registered name or {{'name': ..., **options}}, got {pooling!r}."
-        )
-    if name not in _POOLINGS:
-        raise ValueError(f"unknown pooling {name!r}; registered poolings are {available_poolings()} "
-                         "(a method module registers its own on import, e.g. "
-                         "wsolkit.methods.improving_cam: 'wgap', 'wgap_mean').")
-    return _POOLINGS[name](**options)
 
 
 def available_models() -> list[str]:
@@ -135,7 +92,7 @@ def available_positions(model_name: str) -> list[str]:
         UnknownModelError: ``model_name`` is not registered (the message lists the valid names).
     """
     _check_name(model_name)
-    return list(_POSITIONS[model_name])
+    return list(_BUILDERS[model_name].positions)
 
 
 def build_model(
@@ -155,8 +112,8 @@ def build_model(
         plugins: ``{position: module}``: ``module`` (``(N, K, h, w) -> (N, K, h, w)``) is applied
             after that stage; positions from :func:`available_positions`.
         **kwargs: architecture options (``width``, ``small_input``, ...; see each builder's
-            docstring). ``pooling`` may be a module, a name from :func:`register_pooling` or
-            ``{"name": ..., **options}`` (names keep configurations JSON-serialisable).
+            docstring). ``pooling`` may be a module; a training configuration names a pooling
+            through the method that defines it (``TrainConfig(method={"wgap": {}})``).
 
     Returns:
         The model, in training mode, on the CPU.
@@ -173,13 +130,15 @@ def build_model(
     if unknown:
         raise TypeError(f"{name}: unknown option(s) {unknown}; it takes {accepted}.")
     if plugins:
-        bad = sorted(set(plugins) - set(_POSITIONS[name]))
+        bad = sorted(set(plugins) - set(builder.positions))
         if bad:
             raise UnknownPositionError(
-                f"{name}: unknown plug-in position(s) {bad}; valid positions are {_POSITIONS[name]}."
+                f"{name}: unknown plug-in position(s) {bad}; valid positions are {list(builder.positions)}."
             )
-    if "pooling" in kwargs:
-        kwargs["pooling"] = _resolve_pooling(kwargs["pooling"])
+    if "pooling" in kwargs and not isinstance(kwargs["pooling"], (nn.Module, type(None))):
+        raise TypeError(
+            f"{name}: pooling must be an nn.Module, got {kwargs['pooling']!r}; a configuration names "
+            "a pooling through its method, e.g. TrainConfig(method={'wgap': {}}).")
     return builder(num_classes, pretrained, plugins=plugins, **kwargs)
 
 

@@ -68,5 +68,9 @@ def alexnet_gap(
     channels = {"pool1": 64, "pool2": 192, "conv3": 384, "conv4": 256, "conv5": 256}
     return GAPNet(
         "alexnet_gap", stages, head, 1024, num_classes,
-        channels=channels, mid_position="conv4", plugins=plugins, pooling=pooling,
+        channels=channels, plugins=plugins, pooling=pooling,
     )
+
+
+# The plug-in positions, in forward order; they do not depend on width or input-size options.
+alexnet_gap.positions = ("pool1", "pool2", "conv3", "conv4", "conv5")

@@ -7,7 +7,8 @@ mean of the class activation maps::
 
     logits[n, c] = mean_{i,j} (sum_k W[c, k] * F[n, k, i, j]) + b[c]
 
-:class:`GAPNet` is that network with three extension points used by later chapters:
+:class:`GAPNet` is that network with the extension points that methods
+(:mod:`wsolkit.methods`) use:
 
 * ``stages``: an ordered dict of named blocks. The output of every stage is returned in the
   ``features`` dict under the stage's name (after any plug-in at that position), so no forward
@@ -17,6 +18,11 @@ mean of the class activation maps::
   in evaluation (ADL, for instance, is the identity in evaluation).
 * ``pooling``: the module that turns the CAM feature map into one vector per image; global average
   pooling by default, replaceable (a weighted GAP, for instance).
+* ``heads``: auxiliary heads run after the classifier on the whole ``features`` dict (any stage's
+  map), each storing its output in ``features`` under its own name (a decoder, a second
+  classifier at an inner stage).
+* ``frozen``: networks that only a loss uses (a perceptual network), never trained and always in
+  evaluation mode; they are part of the state dict, so checkpoints carry them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch import nn
 
 __all__ = [
     "GAPNet",
+    "FrozenNetwork",
     "GlobalAvgPool",
     "UnknownModelError",
     "UnknownPositionError",
@@ -48,6 +55,22 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
+
+
+class FrozenNetwork(nn.Module):
+    """A network that is never trained: no parameter requires a gradient and ``train()`` keeps it
+    in evaluation mode (BatchNorm statistics and dropout stay fixed). Gradients still flow through
+    it to its input, as a perceptual loss needs."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> FrozenNetwork:
+        return super().train(False)
+
+    def forward(self, *args, **kwargs):
+        return self.network(*args, **kwargs)
 
 
 def init_new_layers(module: nn.Module) -> None:
@@ -94,7 +117,6 @@ class GAPNet(nn.Module):
         cam_channels: number of channels ``K`` of ``features["cam"]``.
         num_classes: number of classes ``C``.
         channels: channel count of each stage's output, by stage name.
-        mid_position: the stage recommended as a mid-network tap (for a second classifier).
         plugins: ``{position: module}`` inserted after those stages. Unknown positions raise
             :class:`UnknownPositionError` listing the valid ones.
         pooling: module mapping ``(N, K, h, w)`` to ``(N, K)`` or ``(N, K, 1, 1)``; defaults to
@@ -116,7 +138,6 @@ class GAPNet(nn.Module):
         num_classes: int,
         *,
         channels: Mapping[str, int],
-        mid_position: str,
         plugins: Mapping[str, nn.Module] | None = None,
         pooling: nn.Module | None = None,
         backbone_stage_names: Sequence[str] | None = None,
@@ -128,7 +149,6 @@ class GAPNet(nn.Module):
         self.stages = nn.ModuleDict(dict(stages))
         self.channels = dict(channels)
         self.channels["cam"] = cam_channels
-        self.mid_position = mid_position
         plugins = dict(plugins or {})
         unknown = sorted(set(plugins) - set(self.stages))
         if unknown:
@@ -149,6 +169,37 @@ class GAPNet(nn.Module):
         self.backbone_stage_names = tuple(
             backbone_stage_names if backbone_stage_names is not None else self.stages.keys()
         )
+        # Empty unless a method adds some: no parameters, so the state dict of a plain network
+        # is unchanged by their presence.
+        self.heads = nn.ModuleDict()
+        self.frozen = nn.ModuleDict()
+
+    def add_plugin(self, position: str, module: nn.Module) -> None:
+        """Insert ``module`` after stage ``position``; after any plug-in already there."""
+        if position not in self.stages:
+            raise UnknownPositionError(
+                f"{self.arch}: unknown plug-in position {position!r}; valid positions are "
+                f"{list(self.stages)} (plug-ins run after the named stage).")
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"{self.arch}: the plug-in at {position!r} must be an nn.Module, "
+                            f"got {type(module).__name__}.")
+        if position in self.plugins:
+            module = nn.Sequential(self.plugins[position], module)
+        self.plugins[position] = module
+
+    def add_head(self, name: str, head: nn.Module) -> None:
+        """Add an auxiliary head: ``head(features)`` is stored as ``features[name]``."""
+        taken = set(self.stages) | {"cam"} | set(self.heads)
+        if name in taken or not isinstance(head, nn.Module):
+            raise ValueError(f"{self.arch}: head {name!r} must be an nn.Module with a name not in "
+                             f"{sorted(taken)}.")
+        self.heads[name] = head
+
+    def add_frozen(self, name: str, network: nn.Module) -> None:
+        """Add a network that only a loss uses, as ``self.frozen[name]`` (:class:`FrozenNetwork`)."""
+        if name in self.frozen:
+            raise ValueError(f"{self.arch}: a frozen network {name!r} exists already.")
+        self.frozen[name] = network if isinstance(network, FrozenNetwork) else FrozenNetwork(network)
 
     @property
     def positions(self) -> list[str]:
@@ -164,7 +215,8 @@ class GAPNet(nn.Module):
         Returns:
             ``(logits, features)``: logits ``(N, C)``; features maps every stage name to its output
             ``(N, K_s, h_s, w_s)`` (after the plug-in at that stage, i.e. what the rest of the
-            network sees) and ``"cam"`` to the ``(N, K, h, w)`` map fed to the pooling.
+            network sees), ``"cam"`` to the ``(N, K, h, w)`` map fed to the pooling, and each
+            auxiliary head's name to its output.
         """
         features: dict[str, torch.Tensor] = {}
         for name, stage in self.stages.items():
@@ -175,4 +227,7 @@ class GAPNet(nn.Module):
         x = self.head(x)
         features["cam"] = x
         pooled = self.pooling(x).flatten(1)
-        return self.classifier(pooled), features
+        logits = self.classifier(pooled)
+        for name, head in self.heads.items():
+            features[name] = head(features)
+        return logits, features

@@ -118,7 +118,7 @@ def googlenet_gap(
     init_new_layers(head)
     return GAPNet(
         "googlenet_gap", stages, head, 1024, num_classes,
-        channels=channels, mid_position="inception4c", plugins=plugins, pooling=pooling,
+        channels=channels, plugins=plugins, pooling=pooling,
     )
 
 
@@ -173,5 +173,12 @@ def inceptionv3_gap(
     init_new_layers(head)
     return GAPNet(
         "inceptionv3_gap", stages, head, 1024, num_classes,
-        channels=channels, mid_position="mixed_6c", plugins=plugins, pooling=pooling,
+        channels=channels, plugins=plugins, pooling=pooling,
     )
+
+
+# The plug-in positions, in forward order; they do not depend on the input-size options.
+googlenet_gap.positions = ("stem", "inception3a", "inception3b", "pool3", "inception4a",
+                           "inception4b", "inception4c", "inception4d", "inception4e")
+inceptionv3_gap.positions = ("stem", "mixed_5b", "mixed_5c", "mixed_5d", "pool3", "mixed_6a",
+                             "mixed_6b", "mixed_6c", "mixed_6d", "mixed_6e")

@@ -97,5 +97,9 @@ def resnet50_gap(
     channels.update({f"layer{i}": c * Bottleneck.expansion for i, c in enumerate(base, start=1)})
     return GAPNet(
         "resnet50_gap", stages, nn.Identity(), channels["layer4"], num_classes,
-        channels=channels, mid_position="layer3", plugins=plugins, pooling=pooling,
+        channels=channels, plugins=plugins, pooling=pooling,
     )
+
+
+# The plug-in positions, in forward order; they do not depend on width or input-size options.
+resnet50_gap.positions = ("stem", "layer1", "layer2", "layer3", "layer4")

@@ -69,5 +69,9 @@ def simple_gap(
         init_new_layers(module)
     return GAPNet(
         "simple_gap", stages, nn.Identity(), widths[3], num_classes,
-        channels=channels, mid_position="pool3", plugins=plugins, pooling=pooling,
+        channels=channels, plugins=plugins, pooling=pooling,
     )
+
+
+# The plug-in positions, in forward order; they do not depend on width or input-size options.
+simple_gap.positions = ("block1", "pool1", "block2", "pool2", "block3", "pool3", "block4")

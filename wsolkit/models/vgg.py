@@ -101,5 +101,9 @@ def vgg16_gap(
     init_new_layers(head)
     return GAPNet(
         "vgg16_gap", stages, head, head_channels, num_classes,
-        channels=channels, mid_position="pool4", plugins=plugins, pooling=pooling,
+        channels=channels, plugins=plugins, pooling=pooling,
     )
+
+
+# The plug-in positions, in forward order; they do not depend on width or input-size options.
+vgg16_gap.positions = tuple(name for name, _, _ in _STAGES)

@@ -1,26 +1,18 @@
-"""From a trained model and a localization split to score maps and metrics, cached on disk.
-
-Evaluation is kept apart from training: a run directory (:mod:`wsolkit.runs`) holds the
-checkpoint, and this module reads it back, computes the score maps of a split and feeds them to
-:class:`wsolkit.metrics.LocalizationEvaluator`. Results (and, on request, the score maps) are
-cached in the run directory, keyed by the split and the evaluation settings, so rebuilding the
-book or moving a threshold slider recomputes nothing.
+"""Single-object localization: a split in memory, and every standard metric of a model on it.
 
 Geometry follows the reference protocol of Choe et al. (CVPR 2020): images are resized to
 ``size x size`` without keeping the aspect ratio, ground-truth boxes are rescaled coordinate by
 coordinate with ``int()`` (:func:`wsolkit.boxes.rescale_boxes`) and masks are resized with
-nearest-neighbour sampling.
+nearest-neighbour sampling. Maps come from :func:`wsolkit.evaluation.inference.predict_maps`;
+the metrics are :class:`wsolkit.metrics.LocalizationEvaluator`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,12 +20,15 @@ import torch
 from PIL import Image
 
 from wsolkit.boxes import best_iou_per_threshold, rescale_boxes
-from wsolkit.cam import class_activation_maps, normalize_maps, upsample_maps
+from wsolkit.cam import normalize_maps, upsample_maps
 from wsolkit.metrics import LocalizationEvaluator
-from wsolkit.train import TensorImages, TrainConfig, atomic_write_text
+from wsolkit.train.data import TensorImages
 
-#: ``map_fn(model, features, classes) -> (N, h, w)`` raw (unnormalised) maps of ``classes``.
-MapFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
+from .inference import predict_maps
+
+__all__ = ["EvaluationError", "LocalizationSet", "ThresholdFn", "evaluate_image_thresholds",
+           "evaluate_localization", "evaluate_maps", "image_threshold_ious", "load_localization_set",
+           "oracle_maps", "part_area_share", "part_masks"]
 
 
 class EvaluationError(ValueError):
@@ -148,59 +143,6 @@ def load_localization_set(dataset, size: int) -> LocalizationSet:
         part_boxes=parts if with_parts == len(parts) else None, ids=ids)
 
 
-def cam_map_fn(model: torch.nn.Module, features: Mapping[str, torch.Tensor],
-               classes: torch.Tensor) -> torch.Tensor:
-    """The plain CAM of ``classes`` (Zhou et al. 2016), without bias, from ``features["cam"]``."""
-    return class_activation_maps(features["cam"], model.classifier.weight, classes=classes)
-
-
-def _normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    mean_t = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean_t) / std_t
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@torch.no_grad()
-def predict_maps(model: torch.nn.Module, images: torch.Tensor, *, classes: torch.Tensor | None = None,
-                 mean: Sequence[float], std: Sequence[float], map_fn: MapFn = cam_map_fn,
-                 batch_size: int = 256, device: torch.device | str | None = None,
-                 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """Yields ``(rows, logits, score_maps)`` batch by batch.
-
-    Args:
-        model: a ``wsolkit.models`` network (returns ``(logits, features)``).
-        images: ``(N, 3, S, S)`` uint8.
-        classes: ``(N,)`` the class whose map to take per image; ``None``: the top-1 prediction.
-        mean, std: the normalisation the model was trained with.
-        map_fn: which map (default the CAM); see :data:`MapFn`.
-        batch_size: images per forward pass.
-        device: default CUDA when available.
-
-    Yields:
-        the slice of rows, ``(B, C)`` float32 logits on the CPU and ``(B, S, S)`` float32 score
-        maps in ``[0, 1]`` on the CPU (bicubic upsampling, then min-max normalisation).
-    """
-    device = torch.device(device) if device is not None else _default_device()
-    model = model.to(device).eval()
-    size = tuple(images.shape[-2:])
-    for start in range(0, images.shape[0], batch_size):
-        rows = slice(start, min(start + batch_size, images.shape[0]))
-        batch = _normalise(images[rows].to(device), mean, std)
-        logits, features = model(batch)
-        chosen = logits.argmax(1) if classes is None else classes[rows].to(device)
-        raw = map_fn(model, features, chosen).float()
-        with warnings.catch_warnings():
-            # A constant map is rare but legitimate (a dead class); it becomes zeros and the
-            # count is reported once per evaluation by evaluate_localization.
-            warnings.simplefilter("ignore")
-            maps = normalize_maps(upsample_maps(raw, size, mode="bicubic"), mode="minmax")
-        yield rows, logits.float().cpu(), maps.cpu()
-
-
 def _part_hits(maps: torch.Tensor, part_boxes: Sequence[np.ndarray]) -> np.ndarray:
     """Whether each map's maximum (first in raster order) lies inside one of its part boxes."""
     width = maps.shape[-1]
@@ -228,21 +170,9 @@ def part_area_share(data: LocalizationSet) -> float:
     return float(np.mean(shares) * 100)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def evaluate_localization(model: torch.nn.Module, data: LocalizationSet, *,
                           mean: Sequence[float], std: Sequence[float],
-                          map_fn: MapFn = cam_map_fn, cam_threshold: float = 0.2,
+                          map_name: str = "cam", cam_threshold: float = 0.2,
                           thresholds: np.ndarray | None = None, keep_maps: bool = False,
                           batch_size: int = 256, device=None) -> dict:
     """Every standard metric of ``model`` on ``data`` (the map of the true class per image).
@@ -257,7 +187,7 @@ def evaluate_localization(model: torch.nn.Module, data: LocalizationSet, *,
     kept, predictions, hits = [], [], []
     degenerate = 0
     for rows, logits, maps in predict_maps(model, data.images, classes=data.labels, mean=mean,
-                                           std=std, map_fn=map_fn, batch_size=batch_size,
+                                           std=std, map_name=map_name, batch_size=batch_size,
                                            device=device):
         degenerate += int((maps.flatten(1).amax(1) == 0).sum())
         evaluator.accumulate(
@@ -278,43 +208,6 @@ def evaluate_localization(model: torch.nn.Module, data: LocalizationSet, *,
     if keep_maps:
         results["maps"] = torch.cat(kept)
         results["predictions"] = torch.cat(predictions)
-    return results
-
-
-def cached_evaluation(run_dir: str | os.PathLike, split: str, model_loader: Callable[[], torch.nn.Module],
-                      data: LocalizationSet, config: TrainConfig, *, map_name: str = "cam",
-                      map_fn: MapFn = cam_map_fn, cam_threshold: float = 0.2,
-                      keep_maps: bool = False) -> dict:
-    """:func:`evaluate_localization`, cached in ``run_dir`` as ``eval-<split>-<map>-<hash>.json``.
-
-    The key covers the split's fingerprint, the map name and the fixed threshold; the model
-    is loaded (``model_loader()``) only when something must be computed. With ``keep_maps``
-    the score maps are cached as float16 ``.npy`` beside the JSON.
-    """
-    run_dir = Path(run_dir)
-    key = hashlib.sha256(json.dumps([data.fingerprint(), map_name, cam_threshold],
-                                    sort_keys=True).encode()).hexdigest()[:10]
-    stem = run_dir / f"eval-{split}-{map_name}-{key}"
-    json_path, maps_path, preds_path = (stem.with_suffix(".json"), Path(f"{stem}-maps.npy"),
-                                        Path(f"{stem}-predictions.npy"))
-    if json_path.exists() and (not keep_maps or maps_path.exists()):
-        results = json.loads(json_path.read_text())
-        for name in ("thresholds", "loc_curve", "pxap_precision", "pxap_recall", "pxap_thresholds"):
-            if name in results:
-                results[name] = np.asarray(results[name])
-        if keep_maps:
-            results["maps"] = torch.from_numpy(np.load(maps_path))
-            results["predictions"] = torch.from_numpy(np.load(preds_path))
-        results["cached"] = True
-        return results
-    results = evaluate_localization(model_loader(), data, mean=config.mean, std=config.std,
-                                    map_fn=map_fn, cam_threshold=cam_threshold, keep_maps=keep_maps)
-    stored = {k: v for k, v in results.items() if k not in ("maps", "predictions")}
-    if keep_maps:
-        np.save(maps_path, results["maps"].numpy())
-        np.save(preds_path, results["predictions"].numpy())
-    atomic_write_text(json.dumps(_jsonable(stored)) + "\n", json_path)
-    results["cached"] = False
     return results
 
 
@@ -384,7 +277,7 @@ def image_threshold_ious(maps, boxes: Sequence[np.ndarray], thresholds) -> np.nd
 
 def evaluate_image_thresholds(model: torch.nn.Module, data: LocalizationSet,
                               choosers: Mapping[str, ThresholdFn], *, mean: Sequence[float],
-                              std: Sequence[float], map_fn: MapFn = cam_map_fn,
+                              std: Sequence[float], map_name: str = "cam",
                               fallback: float = 0.2, batch_size: int = 256, device=None) -> dict:
     """GT-known and top-1 localization when every image gets its own threshold.
 
@@ -403,7 +296,7 @@ def evaluate_image_thresholds(model: torch.nn.Module, data: LocalizationSet,
     correct_cls = []
     degenerate = 0
     for rows, logits, maps in predict_maps(model, data.images, classes=data.labels, mean=mean,
-                                           std=std, map_fn=map_fn, batch_size=batch_size,
+                                           std=std, map_name=map_name, batch_size=batch_size,
                                            device=device):
         degenerate += int((maps.flatten(1).amax(1) == 0).sum())
         correct_cls.append((logits.argmax(1) == data.labels[rows]).numpy())
@@ -432,134 +325,3 @@ def evaluate_image_thresholds(model: torch.nn.Module, data: LocalizationSet,
             "undecided": undecided[name], "thresholds": np.concatenate(thresholds[name]),
             "ious": iou}
     return results
-
-
-def cached_image_threshold_evaluation(run_dir: str | os.PathLike, split: str,
-                                      model_loader: Callable[[], torch.nn.Module],
-                                      data: LocalizationSet, config: TrainConfig,
-                                      choosers: Mapping[str, ThresholdFn], *,
-                                      map_name: str = "cam", map_fn: MapFn = cam_map_fn,
-                                      fallback: float = 0.2) -> dict:
-    """:func:`evaluate_image_thresholds`, cached in ``run_dir`` as
-    ``eval-<split>-<map>-per-image-<hash>.json``.
-
-    The key covers the split's fingerprint, the map name, the chooser names and ``fallback``:
-    a chooser's name must identify its rule (give a changed rule a new name).
-    """
-    key = hashlib.sha256(json.dumps([data.fingerprint(), map_name, sorted(choosers), fallback],
-                                    sort_keys=True).encode()).hexdigest()[:10]
-    path = Path(run_dir) / f"eval-{split}-{map_name}-per-image-{key}.json"
-    if path.exists():
-        results = json.loads(path.read_text())
-        for entry in results["choosers"].values():
-            entry["thresholds"] = np.asarray(entry["thresholds"])
-            entry["ious"] = np.asarray(entry["ious"])
-        results["cached"] = True
-        return results
-    results = evaluate_image_thresholds(model_loader(), data, choosers, mean=config.mean,
-                                        std=config.std, map_fn=map_fn, fallback=fallback)
-    atomic_write_text(json.dumps(_jsonable(results)) + "\n", path)
-    results["cached"] = False
-    return results
-
-
-@dataclass
-class DetectionSet:
-    """A detection split (several objects per image) in memory at an inference resolution.
-
-    Attributes:
-        images: ``N`` uint8 tensors ``(3, h_i, w_i)``, each image resized so that its longer
-            side has the requested length (aspect ratio kept).
-        image_ids: ``N`` COCO image ids.
-        orig_sizes: ``N`` original ``(H, W)``; detections are scored in these pixels.
-        boxes: ``N`` float32 ``(K_i, 4)`` ground-truth boxes in original pixels.
-        labels: ``N`` int64 ``(K_i,)`` labels.
-        masks: ``N`` uint8 ``(h_i, w_i)`` unions of the instance masks at the input size, or
-            ``None``.
-        coco: the ``pycocotools`` ground truth the detections are evaluated against.
-        category_ids: the COCO category id of every label.
-    """
-
-    images: list[torch.Tensor]
-    image_ids: list[int]
-    orig_sizes: list[tuple[int, int]]
-    boxes: list[np.ndarray]
-    labels: list[np.ndarray]
-    masks: list[torch.Tensor] | None
-    coco: Any
-    category_ids: list[int]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def input_sizes(self) -> list[tuple[int, int]]:
-        return [(int(im.shape[1]), int(im.shape[2])) for im in self.images]
-
-    def fingerprint(self) -> str:
-        """A short hash of the ids and input sizes (what caches are keyed by)."""
-        text = "\n".join(f"{i} {h} {w}" for i, (h, w) in zip(self.image_ids, self.input_sizes))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def load_detection_set(dataset, longer_side: int, *, limit: int | None = None,
-                       with_masks: bool = False) -> DetectionSet:
-    """Reads a ``wsolkit.data.COCODetection`` split (built without a transform) for inference.
-
-    Args:
-        dataset: the split; built with ``with_masks=True`` when ``with_masks`` is wanted.
-        longer_side: the longer side of every resized image (640 in Barz & Denzler 2022);
-            resizing is PIL bilinear, as in :func:`load_localization_set`.
-        limit: read only the first ``limit`` images (in ``dataset`` order).
-        with_masks: keep the union of the instance masks, resized with nearest neighbours.
-
-    Raises:
-        EvaluationError: ``with_masks`` on a dataset without masks.
-    """
-    if with_masks and not getattr(dataset, "with_masks", False):
-        raise EvaluationError(f"{dataset!r} was built without masks; build it with "
-                              "with_masks=True or call load_detection_set(with_masks=False).")
-    count = len(dataset) if limit is None else min(int(limit), len(dataset))
-    images, ids, sizes, boxes, labels, masks = [], [], [], [], [], []
-    for index in range(count):
-        sample = dataset[index]
-        image = sample["image"]
-        if not isinstance(image, Image.Image):
-            raise EvaluationError(
-                f"load_detection_set needs PIL images (a dataset built without a transform); "
-                f"got {type(image).__name__}.")
-        height, width = sample["orig_size"]
-        scale = longer_side / max(height, width)
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        resized = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-        images.append(torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1))
-        ids.append(int(sample["image_id"]))
-        sizes.append((int(height), int(width)))
-        boxes.append(np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4))
-        labels.append(np.asarray(sample["labels"], dtype=np.int64).reshape(-1))
-        if with_masks:
-            union = torch.as_tensor(sample["masks"]).amax(dim=0) if len(sample["masks"]) else \
-                torch.zeros(height, width, dtype=torch.uint8)
-            masks.append(torch.nn.functional.interpolate(
-                union[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8))
-    return DetectionSet(images=images, image_ids=ids, orig_sizes=sizes, boxes=boxes, labels=labels,
-                        masks=masks if with_masks else None, coco=dataset.coco,
-                        category_ids=list(dataset.category_ids))
-
-
-def cached_result(run_dir: str | os.PathLike, name: str, key: Any,
-                  compute: Callable[[], Mapping[str, Any]]) -> dict:
-    """``compute()``, cached in ``run_dir`` as ``<name>-<hash of key>.json``.
-
-    For derived results that are slow to recompute (detection sweeps, threshold tuning); numpy
-    arrays are stored as lists and come back as lists. ``key`` (JSON-serialisable) must name
-    everything the result depends on besides the run itself, e.g. a data fingerprint and the
-    settings.
-    """
-    digest = hashlib.sha256(json.dumps(_jsonable(key), sort_keys=True).encode()).hexdigest()[:10]
-    path = Path(run_dir) / f"{name}-{digest}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    result = _jsonable(dict(compute()))
-    atomic_write_text(json.dumps(result) + "\n", path)
-    return result
