@@ -1,13 +1,17 @@
 """What chapters share: data named in configurations, train-or-reuse through the run cache."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from wsolkit.chapter import DATA_DIR_TOKEN, data_extra, data_root_of, train_or_load
+from wsolkit.chapter import DATA_DIR_TOKEN, data_extra, data_root_of, train_or_load, training_data
 from wsolkit.profiles import ParameterError
 from wsolkit.runs import config_hash
 from wsolkit.train import TrainConfig, toy_images
+
+
+FIXTURE_CUB = Path(__file__).parent / "fixtures" / "cub"
 
 
 def _config(extra):
@@ -19,7 +23,7 @@ def test_a_root_in_the_data_folder_is_named_relative_to_it(tmp_path, monkeypatch
     hashes = []
     for checkout in ("a", "b"):
         data = tmp_path / checkout / "data"
-        (data / "synthetic" / "cub").mkdir(parents=True)
+        shutil.copytree(FIXTURE_CUB, data / "synthetic" / "cub")
         monkeypatch.setenv("WSOL_DATA_DIR", str(data))
         extra = data_extra("cub", data / "synthetic" / "cub")
         assert extra["data_root"] == f"{DATA_DIR_TOKEN}/synthetic/cub"
@@ -32,12 +36,30 @@ def test_a_root_in_the_data_folder_is_named_relative_to_it(tmp_path, monkeypatch
 def test_a_root_elsewhere_is_named_by_its_absolute_path(tmp_path, monkeypatch):
     monkeypatch.setenv("WSOL_DATA_DIR", str(tmp_path / "data"))
     elsewhere = tmp_path / "datasets" / "CUB_200_2011"
-    elsewhere.mkdir(parents=True)
+    shutil.copytree(FIXTURE_CUB, elsewhere)
     extra = data_extra("cub", elsewhere, val_per_class=1)
     assert extra["data_root"] == str(elsewhere.resolve()) and extra["val_per_class"] == 1
     assert data_root_of(extra) == elsewhere.resolve()
     with pytest.raises(ParameterError, match="unknown dataset 'voc'"):
         data_extra("voc", elsewhere)
+
+
+def test_runs_are_keyed_by_the_split_not_by_the_folder_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSOL_DATA_DIR", str(tmp_path / "data"))
+    root = tmp_path / "data" / "cub"
+    shutil.copytree(FIXTURE_CUB, root)
+    before = data_extra("cub", root, val_per_class=1)
+    config = _config(before)
+    assert len(before["split_fingerprint"]) == 12
+    assert len(training_data(config)) > 0  # the split is what the configuration was made for
+    # Image 4 moves from the test split to the training split, in place.
+    split = root / "train_test_split.txt"
+    split.write_text(split.read_text().replace("4 0\n", "4 1\n"))
+    after = data_extra("cub", root, val_per_class=1)
+    assert after["split_fingerprint"] != before["split_fingerprint"]
+    assert config_hash(_config(after)) != config_hash(config)
+    with pytest.raises(ParameterError, match="the split changed"):
+        training_data(config)
 
 
 def test_train_or_load_trains_once_then_reads_the_cache(tmp_path, monkeypatch):

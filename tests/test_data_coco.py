@@ -104,3 +104,12 @@ def test_object_crops_min_size():
 def test_registry():
     assert isinstance(get_dataset("coco", FIXTURE, "train"), COCODetection)
     assert isinstance(get_dataset("coco_crops", FIXTURE, "train"), COCOObjectCrops)
+
+
+def test_annotation_fingerprints_name_the_split_and_its_options():
+    crops = COCOObjectCrops(FIXTURE, "train")
+    assert crops.annotation_fingerprint() == COCOObjectCrops(FIXTURE, "train").annotation_fingerprint()
+    assert crops.annotation_fingerprint() != COCOObjectCrops(FIXTURE, "val").annotation_fingerprint()
+    scenes = COCODetection(FIXTURE, "val")
+    assert len(scenes.annotation_fingerprint()) == 12
+    assert scenes.annotation_fingerprint() != crops.annotation_fingerprint()

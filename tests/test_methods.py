@@ -284,3 +284,18 @@ def test_training_without_the_targets_a_method_needs_names_them(tmp_path):
 
     with pytest.raises(ConfigError, match=r"target\(s\) \['band'\].*method_targets"):
         fit(None, toy_images(64, 16, 4), config, progress=False)
+
+
+def test_preload_computes_targets_from_the_original_image_and_resizes_them_as_the_image(tmp_path):
+    from wsolkit.data import CUBDataset
+    from wsolkit.train import preload
+
+    root = Path(__file__).parent / "fixtures" / "cub"
+    spec = TargetSpec(lambda rgb: rgb[..., 0].astype(np.float32) / 255, "red-v1")
+    data = preload(CUBDataset(root, "test"), 16, targets={"red": spec}, target_cache=tmp_path)
+    assert data.targets["red"].shape == (len(data), 1, 16, 16)
+    # The same PIL bilinear resize as the image: within the image's own 8-bit rounding.
+    torch.testing.assert_close(data.targets["red"].float()[:, 0], data.images[:, 0].float() / 255,
+                               atol=1 / 255 + 2e-3, rtol=0)
+    subset = data.subset([1, 0])
+    assert torch.equal(subset.targets["red"][0], data.targets["red"][1])

@@ -87,6 +87,7 @@ def test_provenance_table_says_which_numbers_come_from_the_cache(tmp_path):
     table = provenance_table([fresh, again])
     assert list(table["source"]) == ["trained now", "run cache"]
     assert list(table["precision"]) == ["off", "off"]
+    assert list(table["split"]) == ["-", "-"]  # a configuration without data_extra
     commit = fresh.provenance["git_commit"]
     assert table["commit"].iloc[0].rstrip("+") == commit[:8]
     assert table["device"].iloc[1] == again.provenance["device"]

@@ -21,6 +21,8 @@ from wsolkit.runs import RunRecord, cached_run, read_log
 from wsolkit.train import TensorImages, TrainConfig, fit, method_targets, preload
 
 _DATASETS = ("cub", "ilsvrc", "coco_crops")
+# Keys of TrainConfig.extra that are not options of the dataset loader.
+_NOT_LOADER_OPTIONS = ("dataset", "data_root", "split", "chapter", "preload", "split_fingerprint")
 
 
 #: How a configuration names a dataset root inside the data folder (:func:`wsolkit.profiles.data_dir`).
@@ -32,15 +34,22 @@ def data_extra(dataset: str, root: str | os.PathLike, split: str = "train", **op
 
     A root inside the data folder is written relative to it (``$WSOL_DATA_DIR/synthetic/cub``), so
     a configuration, and with it the run cache's hash, does not depend on where the project is
-    checked out; any other root is written as an absolute path.
+    checked out; any other root is written as an absolute path. The entry also holds the split's
+    ``annotation_fingerprint`` (image files, labels, boxes; not the pixels), so a run trained on
+    another version of the split (an edited ``train_test_split.txt``, say) is never reused.
     """
+    from wsolkit.data import get_dataset
+
     check_choice("dataset", dataset, _DATASETS)
     root = Path(root).resolve()
     try:
         named = f"{DATA_DIR_TOKEN}/{root.relative_to(data_dir().resolve()).as_posix()}"
     except ValueError:
         named = str(root)
-    return {"dataset": dataset, "data_root": named, "split": split, **options}
+    loader_options = {k: v for k, v in options.items() if k not in _NOT_LOADER_OPTIONS}
+    fingerprint = get_dataset(dataset, root, split, **loader_options).annotation_fingerprint()
+    return {"dataset": dataset, "data_root": named, "split": split, **options,
+            "split_fingerprint": fingerprint}
 
 
 def data_root_of(extra: dict) -> Path:
@@ -66,8 +75,18 @@ def training_data(config: TrainConfig):
     if missing:
         raise ParameterError(
             f"TrainConfig.extra lacks {missing}; build it with wsolkit.chapter.data_extra(...)")
-    options = {k: v for k, v in extra.items()
-               if k not in ("dataset", "data_root", "split", "chapter", "preload")}
+    options = {k: v for k, v in extra.items() if k not in _NOT_LOADER_OPTIONS}
+
+    def build(**transform):
+        dataset = get_dataset(extra["dataset"], data_root_of(extra), extra["split"], **options, **transform)
+        expected = extra.get("split_fingerprint")
+        if expected is not None and dataset.annotation_fingerprint() != expected:
+            raise ParameterError(
+                f"{dataset!r}: its annotations have fingerprint {dataset.annotation_fingerprint()} but "
+                f"the configuration was made for {expected}; the split changed since (an edited "
+                "annotation file?): make the configuration anew with wsolkit.chapter.data_extra.")
+        return dataset
+
     # Per-image targets the methods train against are computed from the original images,
     # cached on disk and moved with every crop and flip (wsolkit.train.targets).
     targets = method_targets(config)
@@ -76,16 +95,13 @@ def training_data(config: TrainConfig):
         if targets:
             from wsolkit.train.targets import WithTargets
 
-            plain = get_dataset("ilsvrc", data_root_of(extra), extra["split"], **options)
-            return WithTargets(plain, targets, transform)
-        return get_dataset("ilsvrc", data_root_of(extra), extra["split"], transform=transform, **options)
+            return WithTargets(build(), targets, transform)
+        return build(transform=transform)
     if extra["dataset"] == "coco_crops" and not extra.get("preload", True):
         from wsolkit.methods.cosine_dcm import object_crop_transform
 
-        return get_dataset("coco_crops", data_root_of(extra), extra["split"],
-                           transform=object_crop_transform(config.image_size), **options)
-    dataset = get_dataset(extra["dataset"], data_root_of(extra), extra["split"], **options)
-    return preload(dataset, config.image_size, targets=targets)
+        return build(transform=object_crop_transform(config.image_size))
+    return preload(build(), config.image_size, targets=targets)
 
 
 def _launcher_processes(launcher: str) -> int:

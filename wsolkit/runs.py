@@ -180,8 +180,10 @@ def provenance_table(records: Iterable[RunRecord]):
 
     Columns: ``source`` ("trained now" or "run cache"), ``finished`` (UTC), ``commit`` (short
     hash, ``+`` when the tracked files had uncommitted changes), ``device``, ``precision`` (what
-    ``TrainConfig.amp`` resolved to; ``-`` for runs that did not record it) and ``minutes`` of
-    training; indexed by run name. A ``pandas.DataFrame``.
+    ``TrainConfig.amp`` resolved to; ``-`` for runs that did not record it), ``split`` (the
+    training split's annotation fingerprint, :func:`wsolkit.chapter.data_extra`; ``-`` when the
+    configuration has none) and ``minutes`` of training; indexed by run name. A
+    ``pandas.DataFrame``.
     """
     import pandas as pd
 
@@ -196,6 +198,7 @@ def provenance_table(records: Iterable[RunRecord]):
             "commit": commit,
             "device": prov.get("device", "-"),
             "precision": record.metrics.get("amp", "-"),
+            "split": str(record.config.get("extra", {}).get("split_fingerprint", "-"))[:8],
             "minutes": round(float(prov.get("wall_seconds", float("nan"))) / 60, 1),
         })
     return pd.DataFrame(rows).set_index("run")

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from wsolkit.data.common import (
     BoxChecker,
     DatasetFormatError,
+    annotation_fingerprint,
     apply_transform,
     boxes_array,
     check_split,
@@ -207,6 +208,12 @@ class COCODetection(_COCOBase):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def annotation_fingerprint(self) -> str:
+        """What defines this split, hashed: image files, image ids, boxes and their classes."""
+        labels = [np.asarray([a["category_id"] for a in anns], dtype=np.int64) for anns in self._anns]
+        return annotation_fingerprint(self.root, self.paths, np.asarray(self.image_ids, dtype=np.int64),
+                                      self.boxes, labels)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = load_image(self.paths[index])
         info = self.coco.imgs[self.image_ids[index]]
@@ -349,6 +356,11 @@ class COCOObjectCrops(_COCOBase):
 
     def __len__(self) -> int:
         return len(self.crops)
+
+    def annotation_fingerprint(self) -> str:
+        """What defines this set of crops, hashed: image files, crops, labels, annotation ids."""
+        return annotation_fingerprint(self.root, self.paths, self.crops, self.labels,
+                                      np.asarray(self.annotation_ids, dtype=np.int64))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         x1, y1, x2, y2 = (int(v) for v in self.crops[index])

@@ -351,6 +351,27 @@ def check_split(split: str, known: Sequence[str], dataset: str) -> None:
         raise ValueError(f"{dataset}: split={split!r}; expected one of {tuple(known)}")
 
 
+def annotation_fingerprint(root: str, paths: Sequence[str], *arrays: Any) -> str:
+    """A short hash of what defines a split: its image files (relative to ``root``, so a moved
+    dataset keeps its fingerprint) and its annotations (labels, boxes, ...), not the pixels."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.path.relpath(path, root).replace(os.sep, "/").encode())
+        digest.update(b"\n")
+    for array in arrays:
+        if isinstance(array, np.ndarray):
+            digest.update(repr((array.dtype.str, array.shape)).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        else:
+            for item in array:
+                item = np.asarray(item)
+                digest.update(repr((item.dtype.str, item.shape)).encode())
+                digest.update(np.ascontiguousarray(item).tobytes())
+    return digest.hexdigest()[:12]
+
+
 class AnnotatedImages(torch.utils.data.Dataset):
     """The sample of a single-label dataset with boxes (CUB, ILSVRC): one ``__getitem__`` for both.
 
@@ -371,6 +392,11 @@ class AnnotatedImages(torch.utils.data.Dataset):
     def _extra_fields(self, index: int) -> dict[str, Any]:
         """Fields beyond the shared ones (part boxes, masks)."""
         return {}
+
+    def annotation_fingerprint(self) -> str:
+        """What defines this split, hashed: image files, labels and boxes
+        (:func:`annotation_fingerprint`). Edit ``train_test_split.txt`` and it changes."""
+        return annotation_fingerprint(self.root, self.paths, self.labels, self.boxes)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = load_image(self.paths[index])
