@@ -1,0 +1,32 @@
+"""Report helpers on hand-made tables."""
+
+import pandas as pd
+import pytest
+
+from wsolkit.reporting import ReportError, paper_beside_ours
+
+PAPER = {"VGG-CAM[6]": (76.14, 33.95, 55.1), "VGG-ACoL[8]": (71.9, 45.92, None),
+         "Ours": (75.82, 61.85, 82.32)}
+COLUMNS = ["top-1 cls", "top-1 loc", "GT-known loc"]
+
+
+def test_every_paper_row_is_quoted_and_ours_stands_beside_the_rows_we_run():
+    ours = pd.DataFrame({"GT-known loc": ["26.1 (25.4-26.9)", "27.4"]}, index=["CAM", "WGAP + ..."])
+    table = paper_beside_ours(PAPER, COLUMNS, ours, source="Table 1",
+                              matches={"VGG-CAM[6]": "CAM", "Ours": "WGAP + ..."})
+    assert list(table.index) == list(PAPER)  # all rows, the paper's order
+    assert table.loc["VGG-ACoL[8]", ("Table 1", "GT-known loc")] == "-"  # printed as missing
+    assert table.loc["VGG-ACoL[8]", ("Table 1", "top-1 loc")] == "45.92"
+    assert table.loc["VGG-ACoL[8]", ("ours", "GT-known loc")] == ""  # not run here
+    assert table.loc["Ours", ("ours", "GT-known loc")] == "27.4"
+    assert table.loc["VGG-CAM[6]", ("ours", "row")] == "CAM"
+
+
+def test_a_match_that_names_a_missing_row_or_a_short_row_is_refused():
+    ours = pd.DataFrame({"x": [1.0]}, index=["CAM"])
+    with pytest.raises(ReportError, match="VGG-SPG"):
+        paper_beside_ours(PAPER, COLUMNS, ours, source="T", matches={"VGG-SPG": "CAM"})
+    with pytest.raises(ReportError, match="'ADL'"):
+        paper_beside_ours(PAPER, COLUMNS, ours, source="T", matches={"Ours": "ADL"})
+    with pytest.raises(ReportError, match="2 values for the 3 columns"):
+        paper_beside_ours({"A": (1, 2)}, COLUMNS, ours, source="T", matches={})
