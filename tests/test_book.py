@@ -75,6 +75,30 @@ def test_every_notebook_executes_on_smoke_without_errors(smoke_site):
         assert images, f"{notebook.name} produced no figure"
 
 
+@pytest.mark.notebooks
+def test_every_chapters_sliders_draw_in_a_live_kernel(smoke_site, monkeypatch):
+    """Each chapter again in a kernel that stays up (runs from the smoke cache), then every
+    slider moved to its ends: each move must redraw the figure."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebooks, _ = smoke_site
+    monkeypatch.setenv("WSOL_RUNS_DIR", str(notebooks[0].parent.parent / "runs"))
+    for executed in notebooks:
+        nb = nbformat.read(executed, as_version=4)
+        drawn_at_once = [o for c in nb.cells if "live_sliders" in c.source for o in c.outputs
+                         if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert drawn_at_once, f"{executed.name}: no slider widget in the executed notebook"
+        nb.cells.append(nbformat.v4.new_code_cell(
+            "import json\nfrom wsolkit import viz\nprint(json.dumps(viz.exercise_sliders()))"))
+        NotebookClient(nb, kernel_name="python3", timeout=900,
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+        report = json.loads(nb.cells[-1].outputs[0]["text"])
+        assert report, f"{executed.name}: no slider group was made"
+        for group in report:
+            assert group["moves"] > 0 and group["figures"] == group["moves"], (executed.name, group)
+
+
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)

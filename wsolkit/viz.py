@@ -79,32 +79,73 @@ def small_multiples(n_rows: int, n_cols: int, *, panel: float = 1.6):
     return fig, axes
 
 
-def live_sliders(draw, **sliders):
-    """Sliders that redraw ``draw(**values)`` whenever one of them moves (a live kernel only).
+# Every slider group made in this process, so that a test can move them all (exercise_sliders).
+_SLIDER_GROUPS: list = []
 
-    Nothing is drawn when the cell runs: under a headless executor (papermill, the book build)
-    an output widget that captures a figure while the cell executes can leave the executor
-    waiting forever (jupyter/nbclient#312). The static figure next to each slider shows the same
-    sweep on the website; moving a slider in JupyterLab draws the live version below it.
+
+def _figure_output(fig) -> dict:
+    import base64
+    import io
+
+    from matplotlib.figure import Figure
+
+    if not isinstance(fig, Figure):
+        raise TypeError(f"live_sliders: draw must return a matplotlib Figure, got {type(fig).__name__}.")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                     "text/plain": "<Figure>"}}
+
+
+def live_sliders(draw, **sliders):
+    """Sliders above a figure ``draw(**values)`` that is drawn when the cell runs and again
+    whenever a slider moves.
+
+    The figure is rendered to PNG straight into the output widget's state rather than captured
+    from the cell's output: a headless executor (papermill, the book build) never waits on a
+    front end that would do the capturing (jupyter/nbclient#312), and the executed notebook keeps
+    the first drawing. The static figure next to each slider shows the same sweep on the website.
 
     Args:
-        draw: called with one keyword argument per slider.
+        draw: called with one keyword argument per slider; returns the ``Figure`` it drew (and
+            does not show it).
         **sliders: ``ipywidgets`` value widgets, by the name ``draw`` takes.
 
     Returns:
-        The ``VBox`` of the sliders and their output area (display it, or leave it last in the cell).
+        The ``VBox`` of the sliders and their output (display it, or leave it last in the cell).
     """
     import ipywidgets as widgets
 
     output = widgets.Output()
 
     def redraw(_change=None):
-        with output:
-            output.clear_output(wait=True)
-            draw(**{name: slider.value for name, slider in sliders.items()})
+        output.outputs = (_figure_output(draw(**{name: s.value for name, s in sliders.items()})),)
 
     for slider in sliders.values():
         slider.continuous_update = False
         slider.observe(redraw, names="value")
-    hint = widgets.HTML("<i>Move a slider to draw (needs a live kernel).</i>")
-    return widgets.VBox([*sliders.values(), hint, output])
+    redraw()
+    _SLIDER_GROUPS.append((dict(sliders), output))
+    return widgets.VBox([*sliders.values(), output])
+
+
+def exercise_sliders() -> list[dict]:
+    """Moves every slider made by :func:`live_sliders` in this process to its minimum, then to
+    its maximum, and reports what was drawn: one entry per slider group, ``{"sliders": names,
+    "moves": n, "figures": how many moves left a new PNG in the output}``."""
+    report = []
+    for sliders, output in _SLIDER_GROUPS:
+        moves = figures = 0
+        for slider in sliders.values():
+            for value in (slider.min, slider.max):
+                if slider.value == value:
+                    continue  # no move, no redraw
+                before = output.outputs
+                slider.value = value
+                moves += 1
+                drawn = output.outputs
+                figures += int(bool(drawn) and drawn != before and "image/png" in drawn[0]["data"])
+        report.append({"sliders": sorted(sliders), "moves": moves, "figures": figures})
+    return report
