@@ -30,3 +30,27 @@ def test_a_match_that_names_a_missing_row_or_a_short_row_is_refused():
         paper_beside_ours(PAPER, COLUMNS, ours, source="T", matches={"Ours": "ADL"})
     with pytest.raises(ReportError, match="2 values for the 3 columns"):
         paper_beside_ours({"A": (1, 2)}, COLUMNS, ours, source="T", matches={})
+
+
+def test_the_recipe_table_is_generated_from_the_configurations_run():
+    from wsolkit.reporting import recipe_table
+    from wsolkit.train import TrainConfig
+
+    cam = TrainConfig(model="simple_gap", image_size=64, epochs=30, batch_size=64, lr=0.05,
+                      warmup_epochs=1)
+    has = TrainConfig(model="simple_gap", image_size=64, epochs=30, batch_size=64, lr=0.05,
+                      warmup_epochs=1, method={"hide_and_seek": {"patch": 16}})
+    table = recipe_table({"backbone": "VGG16-GAP", "input size": "224 px"}, {"cam": cam, "has": has},
+                         source="paper, Sec. 5", extra={"CAM threshold": ("0.2", "0.2 and tuned")})
+    assert table.loc["backbone", "paper, Sec. 5"] == "VGG16-GAP"
+    assert table.loc["batch", "paper, Sec. 5"] == "not stated"
+    assert table.loc["input size", "this profile"] == "64 px"
+    assert table.loc["initialisation", "this profile"] == "from scratch (He)"
+    assert table.loc["epochs and schedule", "this profile"] == "30, cosine, 1 warm-up epochs"
+    # Runs that differ are listed with their names.
+    assert table.loc["methods", "this profile"] == ("CAM (none) [cam]; "
+                                                   "hide_and_seek {patch: 16} [has]")
+    long = TrainConfig(method={"cosine": {"embedding": "hierarchy", "taxonomy": ["a b"] * 40}})
+    described = recipe_table({}, {"hier": long}, source="s").loc["methods", "this profile"]
+    assert described == "cosine {embedding: 'hierarchy', taxonomy: [40 items]}"
+    assert table.loc["CAM threshold", "this profile"] == "0.2 and tuned"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["ReportError", "paper_beside_ours"]
+__all__ = ["RECIPE_ROWS", "ReportError", "paper_beside_ours", "recipe_table"]
 
 
 class ReportError(ValueError):
@@ -69,3 +69,84 @@ def paper_beside_ours(paper: Mapping[str, Sequence], columns: Sequence[str], our
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     return table
+
+
+#: The rows of a recipe table, in order.
+RECIPE_ROWS = ("backbone", "initialisation", "input size", "optimiser", "learning rate", "batch",
+               "epochs and schedule", "augmentation", "methods")
+
+
+def _short(value) -> str:
+    """An option value as a table cell: long lists (a taxonomy's lines) by their length."""
+    if isinstance(value, (list, tuple)) and len(value) > 6:
+        return f"[{len(value)} items]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _describe(config) -> dict[str, str]:
+    kwargs = {k: v for k, v in config.model_kwargs.items() if k != "pretrained"}
+    options = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+    pretrained = config.model_kwargs.get("pretrained")
+    head = config.resolved_head_lr_mult()
+    if config.schedule == "sgdr":
+        schedule = f"SGDR, cycles of {config.cycle_epochs} x {config.cycle_mult}^i epochs"
+    elif config.schedule == "step":
+        schedule = f"step x{config.lr_gamma:g} every {config.step_size} epochs"
+    else:
+        schedule = config.schedule
+    if config.warmup_epochs:
+        schedule += f", {config.warmup_epochs:g} warm-up epochs"
+    augmentation = ["horizontal flips"] if config.hflip else []
+    if config.crop_scale is not None:
+        augmentation.append(f"random crops of {config.crop_scale:g}-1 of the area")
+    optimiser = config.optimizer.upper() if config.optimizer == "sgd" else config.optimizer
+    if config.optimizer == "sgd":
+        optimiser += f" (momentum {config.momentum:g}{', Nesterov' if config.nesterov else ''})"
+    return {
+        "backbone": config.model + (f" ({options})" if options else ""),
+        "initialisation": ("ImageNet weights" if pretrained else "from scratch (He)"),
+        "input size": f"{config.image_size} px",
+        "optimiser": f"{optimiser}, weight decay {config.weight_decay:g}",
+        "learning rate": f"{config.lr:g}" + (f" (new layers x{head:g})" if head != 1 else ""),
+        "batch": f"{config.batch_size}",
+        "epochs and schedule": f"{config.epochs}, {schedule}",
+        "augmentation": ", ".join(augmentation) or "none",
+        "methods": ", ".join(f"{name} {_short(opts)}" if opts else name
+                             for name, opts in sorted(config.method.items())) or "CAM (none)",
+    }
+
+
+def recipe_table(paper: Mapping[str, str], configs: Mapping[str, object], *, source: str,
+                 extra: Mapping[str, tuple[str, str]] | None = None):
+    """The paper's training recipe beside the one this profile ran, row by row.
+
+    Args:
+        paper: ``{row: the paper's setting}`` for rows of :data:`RECIPE_ROWS` (missing rows
+            show "not stated").
+        configs: ``{run name: TrainConfig}`` of the runs the chapter trained; where runs differ
+            in a row, every distinct value is listed with the runs that use it.
+        source: where the paper's recipe comes from ("Barz & Denzler, Sec. 4.2").
+        extra: ``{row: (paper's, ours)}`` rows that are no training option (thresholds, say).
+
+    Returns:
+        A ``pandas.DataFrame`` with the columns ``source`` and ``this profile``, one row per
+        setting, generated from the configurations (so it cannot drift from what ran).
+    """
+    import pandas as pd
+
+    if not configs:
+        raise ReportError("recipe_table: no configuration given.")
+    described = {name: _describe(config) for name, config in configs.items()}
+    rows = {}
+    for row in RECIPE_ROWS:
+        values: dict[str, list[str]] = {}
+        for name, d in described.items():
+            values.setdefault(d[row], []).append(name)
+        ours = (next(iter(values)) if len(values) == 1 else
+                "; ".join(f"{value} [{', '.join(names)}]" for value, names in values.items()))
+        rows[row] = {source: paper.get(row, "not stated"), "this profile": ours}
+    for row, (theirs, ours) in (extra or {}).items():
+        rows[row] = {source: theirs, "this profile": ours}
+    return pd.DataFrame.from_dict(rows, orient="index")
