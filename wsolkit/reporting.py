@@ -1,15 +1,19 @@
-"""What a chapter shows beside its numbers: the papers' tables, quoted whole.
+"""What a chapter shows beside its numbers: the papers' tables and recipes, and verdicts.
 
-A paper compares its method with many others; a chapter runs a few of them. A reader should see
-the whole printed table and, beside the rows the chapter runs, what the chapter measured, so that
-nothing of the paper's comparison is hidden and nothing of ours is mistaken for the paper's.
+* :func:`paper_beside_ours`: a paper's table quoted whole, ours beside the rows we run, so that
+  nothing of the paper's comparison is hidden and nothing of ours is mistaken for the paper's.
+* :func:`recipe_table`: the paper's training recipe beside the one that ran, generated from the
+  configurations.
+* :func:`paired_bootstrap`, :func:`verdict`, :func:`claim_row`: a claim is *holds*, *fails* or
+  *inconclusive* by a stated rule, from an interval that covers both seeds and test images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["RECIPE_ROWS", "ReportError", "paper_beside_ours", "recipe_table"]
+__all__ = ["RECIPE_ROWS", "VERDICTS", "ReportError", "claim_row", "paired_bootstrap", "paper_beside_ours",
+           "recipe_table", "verdict"]
 
 
 class ReportError(ValueError):
@@ -150,3 +154,87 @@ def recipe_table(paper: Mapping[str, str], configs: Mapping[str, object], *, sou
     for row, (theirs, ours) in (extra or {}).items():
         rows[row] = {source: theirs, "this profile": ours}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# --------------------------------------------------------------------------------------------
+# Verdicts that survive noise
+# --------------------------------------------------------------------------------------------
+
+#: The three verdicts a claim can get.
+VERDICTS = ("holds", "fails", "inconclusive")
+
+
+def paired_bootstrap(first, second=None, *, replicates: int = 2000, confidence: float = 0.95,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """A difference of means over seeds, with an interval over the test images of every seed.
+
+    Each replicate draws, within every seed, the test images with replacement (the same images
+    for both arms: the comparison is paired by image) and averages ``mean(first) - mean(second)``
+    over all seeds. So the interval covers the sampling of the test images in each seed's model,
+    and the seeds enter through their mean. (Drawing the seeds too, with two or three of them,
+    counts the image noise twice and gives intervals several times too wide.)
+
+    Args:
+        first: one array per seed of per-image values (``0/1`` correctness, IoUs, ...).
+        second: the same shape, the arm compared against; ``None`` for the mean of ``first``
+            alone (an interval for one arm).
+        replicates: bootstrap replicates.
+        confidence: the interval's coverage (percentile interval).
+        seed: the resampling's random seed (so a rebuilt book shows the same interval).
+
+    Returns:
+        ``(estimate, low, high)``: the mean over seeds of the per-seed differences, and the
+        interval.
+
+    Raises:
+        ReportError: no seed, seeds of different lengths between the arms, or an empty seed.
+    """
+    import numpy as np
+
+    a = [np.asarray(x, dtype=np.float64).reshape(-1) for x in first]
+    b = [np.asarray(x, dtype=np.float64).reshape(-1) for x in second] if second is not None else None
+    if not a or (b is not None and len(b) != len(a)):
+        raise ReportError(f"paired_bootstrap: {len(a)} seeds in the first arm and "
+                          f"{None if b is None else len(b)} in the second; expected the same, >= 1.")
+    for s, x in enumerate(a):
+        if x.size == 0 or (b is not None and b[s].shape != x.shape):
+            raise ReportError(f"paired_bootstrap: seed {s} has {x.size} images in the first arm and "
+                              f"{None if b is None else b[s].size} in the second; expected the same "
+                              "test images in both, at least one.")
+    diffs = [x - (b[s] if b is not None else 0.0) for s, x in enumerate(a)]
+    estimate = float(np.mean([d.mean() for d in diffs]))
+    rng = np.random.default_rng(seed)
+    per_seed = np.stack([d[rng.integers(0, d.size, size=(replicates, d.size))].mean(axis=1)
+                         for d in diffs])
+    values = per_seed.mean(axis=0)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return estimate, float(low), float(high)
+
+
+def verdict(low: float, high: float, threshold: float, direction: str = ">=") -> str:
+    """``holds`` when the whole interval meets the claim, ``fails`` when none of it does,
+    ``inconclusive`` when it straddles the threshold.
+
+    Args:
+        low, high: the interval.
+        threshold: the claim's quantitative form ("at least +3 points": 3).
+        direction: ``">="`` (at least) or ``"<="`` (at most).
+    """
+    if direction not in (">=", "<="):
+        raise ReportError(f"verdict: direction = {direction!r}; expected '>=' or '<='.")
+    if low > high:
+        raise ReportError(f"verdict: interval [{low}, {high}] has low > high.")
+    if direction == ">=":
+        return "holds" if low >= threshold else "fails" if high < threshold else "inconclusive"
+    return "holds" if high <= threshold else "fails" if low > threshold else "inconclusive"
+
+
+def claim_row(claim: str, rule: str, estimate: float, low: float, high: float, threshold: float,
+              direction: str = ">=", *, signed: bool = False, unit: str = "") -> dict:
+    """One row of a claims table: the claim, its stated rule, the estimate with its interval and
+    the verdict (:func:`verdict`); ``signed`` writes a difference with its sign."""
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    measured = f"{fmt.format(estimate)}{unit} [{fmt.format(low)}, {fmt.format(high)}]"
+    return {"claim": claim, "rule": rule, "measured": measured,
+            "verdict": verdict(low, high, threshold, direction)}
