@@ -176,6 +176,20 @@ def test_streaming_equals_one_shot():
             np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_per_image_results_add_up_to_the_aggregates():
+    evaluator = LocalizationEvaluator(per_image=True, cam_threshold=0.2)
+    for part in (slice(0, 2), slice(2, 5)):
+        evaluator.accumulate(MAPS[part], GT[part], logits=LOGITS[part], labels=LABELS[part])
+    out = evaluator.compute()
+    correct, top1 = out["per_image_correct"], out["per_image_top1"]
+    assert correct.shape == (len(MAPS), out["thresholds"].size) and correct.dtype == bool
+    np.testing.assert_allclose(correct.mean(axis=0) * 100, out["loc_curve"])
+    assert top1.mean() * 100 == pytest.approx(out["top1_cls"])
+    plain = LocalizationEvaluator()
+    plain.accumulate(MAPS, GT, logits=LOGITS, labels=LABELS)
+    assert "per_image_correct" not in plain.compute()
+
+
 def test_cam_threshold_outside_the_grid_is_evaluated_exactly():
     # At exactly 0.5 the ring of ring(0.5) drops out (127 > int(127.5) is false): core box.
     coarse = LocalizationEvaluator(thresholds=[0.0, 0.3, 0.6, 0.9], cam_threshold=0.5)

@@ -212,6 +212,8 @@ class LocalizationEvaluator:
             starting at 0 (checked when masks arrive); default ``thresholds``.
         convention: box convention of ``wsolkit.boxes``: ``"reference"`` (the 8-bit protocol)
             or ``"pixel"``.
+        per_image: also keep, per image, whether its box is correct at every threshold and
+            whether its class is (for intervals over the test images, :mod:`wsolkit.reporting`).
 
     Raises:
         MetricInputError: on malformed thresholds or an unknown convention.
@@ -221,7 +223,8 @@ class LocalizationEvaluator:
                  iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7), cam_threshold: float = 0.2,
                  image_size: tuple[int, int] | None = None,
                  pxap_bins: Sequence[float] | np.ndarray | None = None,
-                 convention: str = "reference"):
+                 convention: str = "reference", per_image: bool = False):
+        self.per_image = bool(per_image)
         thresholds = binarize_thresholds(0.01) if thresholds is None else thresholds
         self.thresholds = self._check_thresholds(thresholds, "thresholds")
         self.iou_thresholds = tuple(float(d) for d in iou_thresholds)
@@ -271,6 +274,8 @@ class LocalizationEvaluator:
         self._top1_cls = self._top5_cls = self._top1_loc = self._top5_loc = 0
         self._fg_hist = np.zeros(self.pxap_bins.size + 2, dtype=np.int64)
         self._bg_hist = np.zeros(self.pxap_bins.size + 2, dtype=np.int64)
+        self._per_image_correct: list[np.ndarray] = []
+        self._per_image_top1: list[np.ndarray] = []
 
     def _check_maps(self, score_maps) -> np.ndarray:
         # float64 as in the reference (its maps are float64 before binarisation).
@@ -441,6 +446,8 @@ class LocalizationEvaluator:
                                              convention=self.convention)
             gt_known = largest >= _LOC_IOU
             self._correct_largest += gt_known.sum(axis=0)
+            if self.per_image:
+                self._per_image_correct.append(gt_known[:, self._curve_index])
             gt_known = gt_known[:, self._cam_index]
             every = best_iou_per_threshold(maps, boxes, self.thresholds, mode="all",
                                            convention=self.convention)
@@ -449,6 +456,8 @@ class LocalizationEvaluator:
         if cls is not None:
             top1, top5, has_top5 = cls
             self._top1_cls += int(top1.sum())
+            if self.per_image:
+                self._per_image_top1.append(np.asarray(top1, dtype=bool))
             self._top5_cls += int(top5.sum())
             if boxes is not None:
                 self._top1_loc += int((top1 & gt_known).sum())
@@ -480,7 +489,10 @@ class LocalizationEvaluator:
               ``top5_loc`` when logits (or at least 5 predictions per image) were given;
               top-5 over ``C < 5`` classes takes all ``C``;
             * with masks: ``pxap`` and its curve ``pxap_thresholds``, ``pxap_precision``,
-              ``pxap_recall`` (see ``pxap_from_histograms``).
+              ``pxap_recall`` (see ``pxap_from_histograms``);
+            * with ``per_image``: ``per_image_correct``, ``(N, T)`` bool, the largest box of
+              image ``n`` at threshold ``t`` has IoU >= 0.5 (its column mean is ``loc_curve``),
+              and with classification ``per_image_top1``, ``(N,)`` bool.
 
         Raises:
             MetricInputError: when nothing was accumulated, or for PxAP without foreground.
@@ -501,6 +513,10 @@ class LocalizationEvaluator:
                     out["top5_loc"] = self._top5_loc * 100.0 / n
         if self._with_masks:
             out.update(pxap_from_histograms(self._fg_hist, self._bg_hist, self.pxap_bins))
+        if self.per_image and self._per_image_correct:
+            out["per_image_correct"] = np.concatenate(self._per_image_correct)
+        if self.per_image and self._per_image_top1:
+            out["per_image_top1"] = np.concatenate(self._per_image_top1)
         return out
 
     def _box_metrics(self, n: int) -> dict:

@@ -125,6 +125,7 @@ def _cached(run_dir, name: str, key: Any, compute, arrays: Sequence[str] = ()) -
 
 
 _CURVES = ("thresholds", "loc_curve", "pxap_precision", "pxap_recall", "pxap_thresholds")
+_PER_IMAGE = ("per_image_correct", "per_image_top1")
 
 
 def cached_evaluation(run_dir: str | os.PathLike, split: str, model_loader: Callable[[], torch.nn.Module],
@@ -132,8 +133,10 @@ def cached_evaluation(run_dir: str | os.PathLike, split: str, model_loader: Call
                       cam_threshold: float = 0.2, keep_maps: bool = False) -> dict:
     """:func:`~wsolkit.evaluation.localization.evaluate_localization`, cached in ``run_dir``.
 
-    The model is loaded (``model_loader()``) only when something must be computed. With
-    ``keep_maps`` the score maps (float16) and the predictions are cached beside the JSON.
+    The model is loaded (``model_loader()``) only when something must be computed. The
+    per-image arrays (``per_image_correct``, ``per_image_top1``, ``per_image_part_hit``) and, with
+    ``keep_maps``, the score maps (float32) and the predictions are cached as ``.npy`` beside the
+    JSON.
 
     Raises:
         wsolkit.methods.MethodError: ``map_name`` is not a registered map (the message lists them).
@@ -147,7 +150,8 @@ def cached_evaluation(run_dir: str | os.PathLike, split: str, model_loader: Call
                                      map_name=map_name, cam_threshold=cam_threshold,
                                      keep_maps=keep_maps)
 
-    arrays = ("maps", "predictions") if keep_maps else ()
+    arrays = (_PER_IMAGE + (("per_image_part_hit",) if data.part_boxes is not None else ())
+              + (("maps", "predictions") if keep_maps else ()))
     results, hit = _cached(run_dir, f"eval-{split}-{map_name}", key, compute, arrays)
     results["cached"] = hit
     for name in _CURVES:

@@ -179,11 +179,14 @@ def evaluate_localization(model: torch.nn.Module, data: LocalizationSet, *,
 
     Returns:
         :meth:`LocalizationEvaluator.compute`'s dict (percentages, ``loc_curve`` over the
-        thresholds), plus ``degenerate_maps`` (maps that normalised to zeros), with part boxes
-        ``part_hit_rate`` (percent of maps whose maximum falls in the part box), and with
-        ``keep_maps`` the score maps ``maps`` ``(N, S, S)`` float16 and ``predictions``.
+        thresholds) with the per-image arrays ``per_image_correct`` ``(N, T)`` and
+        ``per_image_top1`` ``(N,)``, plus ``degenerate_maps`` (maps that normalised to zeros),
+        with part boxes ``part_hit_rate`` (percent of maps whose maximum falls in the part box)
+        and ``per_image_part_hit`` ``(N,)``, and with ``keep_maps`` the score maps ``maps``
+        ``(N, S, S)`` float32 (exactly those the metrics were computed from) and ``predictions``.
     """
-    evaluator = LocalizationEvaluator(thresholds=thresholds, cam_threshold=cam_threshold)
+    evaluator = LocalizationEvaluator(thresholds=thresholds, cam_threshold=cam_threshold,
+                                      per_image=True)
     kept, predictions, hits = [], [], []
     degenerate = 0
     for rows, logits, maps in predict_maps(model, data.images, classes=data.labels, mean=mean,
@@ -196,7 +199,7 @@ def evaluate_localization(model: torch.nn.Module, data: LocalizationSet, *,
         if data.part_boxes is not None:
             hits.append(_part_hits(maps, data.part_boxes[rows]))
         if keep_maps:
-            kept.append(maps.half())
+            kept.append(maps)
             predictions.append(logits.argmax(1))
     results = evaluator.compute()
     results["degenerate_maps"] = degenerate
@@ -204,7 +207,8 @@ def evaluate_localization(model: torch.nn.Module, data: LocalizationSet, *,
         warnings.warn(f"{degenerate} of {len(data)} score maps were constant or non-finite and "
                       "were scored as all-zero maps.", stacklevel=2)
     if hits:
-        results["part_hit_rate"] = float(np.concatenate(hits).mean() * 100)
+        results["per_image_part_hit"] = np.concatenate(hits)
+        results["part_hit_rate"] = float(results["per_image_part_hit"].mean() * 100)
     if keep_maps:
         results["maps"] = torch.cat(kept)
         results["predictions"] = torch.cat(predictions)
@@ -226,8 +230,9 @@ def oracle_maps(masks: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def evaluate_maps(maps: torch.Tensor, data: LocalizationSet, cam_threshold: float = 0.2) -> dict:
-    """Metrics of given score maps ``(N, S, S)`` against the split's boxes (and masks)."""
-    evaluator = LocalizationEvaluator(cam_threshold=cam_threshold)
+    """Metrics of given score maps ``(N, S, S)`` against the split's boxes (and masks), with the
+    per-image ``per_image_correct`` ``(N, T)``."""
+    evaluator = LocalizationEvaluator(cam_threshold=cam_threshold, per_image=True)
     evaluator.accumulate(maps.numpy(), data.boxes,
                          masks=None if data.masks is None else data.masks.numpy())
     return evaluator.compute()
