@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "atomic_save", "atomic_write_text", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "atomic_save", "atomic_save_array", "atomic_write_text",
+           "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "wsolkit-checkpoint-1"
 
@@ -59,6 +60,17 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically: a reader sees the old file or the new one, whole."""
     return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_save_array(array, path: str | os.PathLike) -> Path:
+    """``numpy.save`` to ``path`` atomically (no pickles: read back with ``allow_pickle=False``)."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return _atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsolkit.io import atomic_write_text
+from wsolkit.io import atomic_save_array, atomic_write_text
 from wsolkit.methods.registry import map_fingerprint, score_map
 from wsolkit.train.config import TrainConfig
 
@@ -68,19 +68,6 @@ def _digest(key: Any) -> str:
     return hashlib.sha256(json.dumps(_jsonable(key), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
-    import io
-
-    from wsolkit.io import _atomic_write
-
-    def write(f) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        f.write(buffer.getvalue())
-
-    _atomic_write(path, write)
-
-
 def cached_result(run_dir: str | os.PathLike, name: str, key: Any,
                   compute: Callable[[], Mapping[str, Any]], *, arrays: Sequence[str] = ()) -> dict:
     """``compute()``, cached in ``run_dir`` as ``<name>-<hash of key>.json``.
@@ -117,7 +104,7 @@ def _cached(run_dir, name: str, key: Any, compute, arrays: Sequence[str] = ()) -
     for entry, path in array_paths.items():
         value = computed[entry]
         stored[f"{entry}:tensor"] = isinstance(value, torch.Tensor)
-        _save_array(path, value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value))
+        atomic_save_array(value.numpy() if isinstance(value, torch.Tensor) else value, path)
     atomic_write_text(json.dumps(stored) + "\n", json_path)
     result = {k: v for k, v in stored.items() if not k.endswith(":tensor")}
     result.update({entry: computed[entry] for entry in array_paths})

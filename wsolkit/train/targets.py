@@ -18,7 +18,6 @@ The loss finds the batch's maps in ``ctx.targets[name]``, ``(N, 1, H, W)`` float
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsolkit.io import _atomic_write
+from wsolkit.io import atomic_save_array
 
 __all__ = ["TARGET_KEY_PREFIX", "TargetError", "WithTargets", "default_target_cache", "target_map"]
 
@@ -102,12 +101,7 @@ def target_map(spec, image, *, path: str | os.PathLike | None = None,
             f"{np.nanmax(value) if value.size else 'empty'}]; expected ({height}, {width}) finite "
             "values in [0, 1].")
 
-    def write(f) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, value, allow_pickle=False)
-        f.write(buffer.getvalue())
-
-    _atomic_write(file, write)
+    atomic_save_array(value, file)
     return value
 
 
