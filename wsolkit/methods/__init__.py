@@ -15,8 +15,12 @@ module                    method (configuration name)                  score map
 ``cosine_dcm``            Barz & Denzler 2022 (``cosine``,             ``cosine_similarity``
                           ``random_erasing``)
 ``improving_cam``         Zhang, Chang & Bui (``wgap``)                ``recombined``,
-                                                                       ``softmax_weighted``
+                                                                       ``softmax_weighted``,
+                                                                       ``positive_part``,
+                                                                       ``negative_part``
 ========================= ============================================ ===========================
+
+A score map is any model's: ``recombined`` of a plain CAM network is the paper's ablation row.
 """
 
 from __future__ import annotations
