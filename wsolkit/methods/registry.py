@@ -21,9 +21,10 @@ part                         what it is, and who uses it
                              ``features[name]`` (a decoder with skips, a second classifier).
 ``pooling``                  the module that replaces global average pooling (WGAP).
 ``frozen``                   ``{name: module}`` networks that only a loss uses; never trained, always
-                             in evaluation mode, kept in the model's state dict (so checkpointed and
-                             restored by :func:`wsolkit.runs.load_model`) and built here without
-                             downloads (from the seed, or from a local weights file the build finds).
+                             in evaluation mode. ``build`` makes them from the run's seed or from
+                             a local weights file (nothing is ever downloaded); either way they are
+                             part of the model's state dict, so every checkpoint carries them and
+                             :func:`wsolkit.runs.load_model` restores them as trained with.
 ``classification_loss``      replaces cross-entropy: ``fn(logits, labels, features, ctx)``.
 ``losses``                   ``{name: LossTerm}`` added to the classification loss, each with a
                              weight that may follow the training progress (:func:`linear_ramp`).
@@ -64,6 +65,8 @@ __all__ = [
     "MethodParts",
     "StepContext",
     "TargetSpec",
+    "TrainingParts",
+    "attach_parts",
     "available_maps",
     "available_methods",
     "build_methods",
