@@ -35,3 +35,9 @@ def test_live_sliders_draw_at_once_and_on_every_move():
 def test_a_draw_function_that_returns_no_figure_is_named():
     with pytest.raises(TypeError, match="must return a matplotlib Figure"):
         viz.live_sliders(lambda a=1: None, a=widgets.IntSlider(value=1, min=0, max=2))
+
+
+def test_a_redraw_that_looks_the_same_still_counts_as_drawn():
+    before = len(viz._SLIDER_GROUPS)
+    viz.live_sliders(lambda t=0.5: _draw(), t=widgets.FloatSlider(value=0.5, min=0.0, max=1.0))
+    assert viz.exercise_sliders()[before:] == [{"sliders": ["t"], "moves": 2, "figures": 2}]
