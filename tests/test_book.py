@@ -42,6 +42,38 @@ def test_first_code_cell_is_the_parameters_cell(chapter):
         assert not cell.get("outputs"), f"{chapter} carries outputs"
 
 
+#: The longest line of code a reader sees: what fits the site's text column in a 1300 px window.
+VISIBLE_LINE_LENGTH = 88
+#: The longest function a notebook may define; anything longer belongs in wsolkit, with tests.
+NOTEBOOK_FUNCTION_LINES = 4
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_visible_code_fits_the_page_and_notebooks_define_no_protocol(chapter):
+    import ast
+
+    import jupytext
+
+    notebook = jupytext.read(ROOT / "notebooks" / f"{chapter}.md")
+    too_long, functions = [], []
+    for number, cell in enumerate(c for c in notebook.cells if c.cell_type == "code"):
+        tags = cell.metadata.get("tags", [])
+        if "remove-input" not in tags and "remove-cell" not in tags:
+            too_long += [(number, line) for line in cell.source.splitlines()
+                         if len(line) > VISIBLE_LINE_LENGTH]
+        source = "\n".join(line for line in cell.source.splitlines()
+                           if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > NOTEBOOK_FUNCTION_LINES:
+                    functions.append(f"code cell {number}: {node.name} ({length} lines)")
+    assert not too_long, (f"{chapter}: visible code lines over {VISIBLE_LINE_LENGTH} characters "
+                          f"(code cell, line): {too_long}")
+    assert not functions, (f"{chapter} defines functions of more than "
+                           f"{NOTEBOOK_FUNCTION_LINES} lines; move them into wsolkit: {functions}")
+
+
 def test_unknown_profile_is_refused_with_the_choices():
     with pytest.raises(SystemExit, match="expected one of"):
         book_tool.execute("fast", ROOT / "_build" / "never")

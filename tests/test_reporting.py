@@ -83,3 +83,99 @@ def test_the_paired_bootstrap_covers_seeds_and_images_and_gives_three_verdicts()
                    "measured": "+4.2 pts [+3.5, +5.0]", "verdict": "holds"}
     with pytest.raises(ReportError, match="same test images"):
         paired_bootstrap([np.zeros(3)], [np.zeros(4)])
+
+
+def test_within_means_a_difference_of_at_most_the_bound_either_way():
+    from wsolkit.reporting import verdict
+
+    assert verdict(-1.5, 1.9, 2, "within") == "holds"
+    assert verdict(-2.5, 1.0, 2, "within") == "inconclusive"
+    assert verdict(2.1, 4.0, 2, "within") == "fails"
+    assert verdict(-5.0, -2.01, 2, "within") == "fails"
+    with pytest.raises(ReportError, match="direction"):
+        verdict(0, 1, 2, "about")
+
+
+def test_bootstrap_statistic_reproduces_a_mean_and_widens_with_noise():
+    import numpy as np
+
+    from wsolkit.reporting import bootstrap_statistic, paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    seeds = [rng.normal(1.0, 1.0, 200), rng.normal(1.2, 1.0, 200)]
+    est, low, high = bootstrap_statistic(seeds, lambda s, i: seeds[s][i].mean(), replicates=500)
+    ref = paired_bootstrap(seeds, replicates=500)
+    assert est == pytest.approx(ref[0])
+    assert low < est < high
+    assert high - low == pytest.approx(ref[2] - ref[1], rel=0.25)
+    # A statistic that is no mean: the max over two "thresholds" of a mean over images.
+    curves = [rng.random((100, 2)) < [0.3, 0.6]]
+    est, low, high = bootstrap_statistic(curves, lambda s, i: curves[s][i].mean(0).max(),
+                                         replicates=300)
+    assert est == pytest.approx(curves[0].mean(0).max())
+    assert low <= est <= high and high - low > 0.05
+    with pytest.raises(ReportError, match="units"):
+        bootstrap_statistic([[]], lambda s, i: 0.0)
+
+
+def test_seed_summary_writes_mean_and_range_and_keeps_group_order():
+    from wsolkit.reporting import seed_summary
+
+    per_run = pd.DataFrame({"method": ["WGAP", "WGAP", "CAM"], "seed": [0, 1, 0],
+                            "loc": [20.0, 30.0, 12.34], "pxap": [float("nan")] * 3,
+                            "fallbacks": [1, 2, 0]}).set_index(["method", "seed"])
+    table = seed_summary(per_run, formats={"fallbacks": lambda v: str(int(v.sum()))})
+    assert list(table.index) == ["WGAP", "CAM"]
+    assert table.loc["WGAP", "loc"] == "25.0 (20.0-30.0)"
+    assert table.loc["CAM", "loc"] == "12.3"
+    assert table.loc["CAM", "pxap"] == "-"
+    assert table.loc["WGAP", "fallbacks"] == "3"
+    with pytest.raises(ReportError, match="seed"):
+        seed_summary(per_run.reset_index("seed"))
+    from wsolkit.reporting import value_range
+
+    assert value_range([0.25, 0.25]) == "0.25" and value_range([0.3, 0.2, 0.25]) == "0.20-0.30"
+
+
+def test_claims_table_counts_verdicts_and_refuses_a_row_without_one():
+    from wsolkit.reporting import claim_row, claims_table, outcome, verdict_counts
+
+    rows = [claim_row("a", "Δ >= 3", 4.0, 3.5, 4.5, 3, signed=True, data="CUB"),
+            claim_row("b", "Δ >= 3", 2.0, 1.0, 4.5, 3),
+            claim_row("c", "|Δ| <= 2", 0.1, -0.5, 0.6, 2, "within")]
+    table = claims_table(rows)
+    assert table.loc["a", "measured"] == "+4.0 [+3.5, +4.5]" and table.loc["a", "data"] == "CUB"
+    assert verdict_counts(table) == {"holds": 2, "fails": 0, "inconclusive": 1, "total": 3}
+    assert outcome(table.loc["b", "verdict"], "rises", "falls", "may rise") == "may rise"
+    with pytest.raises(ReportError, match="verdict"):
+        claims_table([{"claim": "x", "rule": "y"}])
+    with pytest.raises(ReportError, match="maybe"):
+        outcome("maybe", "a", "b", "c")
+
+
+class _Record:
+    def __init__(self, entries):
+        self.entries = entries
+
+    def log(self):
+        return self.entries
+
+
+def test_training_log_prefers_the_embedding_accuracy_and_curves_draw_one_line_per_run():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from wsolkit.reporting import training_curves, training_log
+
+    runs = {("CAM", 0): _Record([{"epoch": 1, "loss": 2.0, "train_acc": 0.5},
+                                 {"epoch": 2, "loss": 1.0, "train_acc": 0.7}]),
+            ("DCM", 0): _Record([{"epoch": 1, "loss": 0.5, "train_acc": 0.1,
+                                  "embedding_acc": 0.6}])}
+    log = training_log(runs, ("method", "seed"))
+    assert len(log) == 3
+    assert log[log.method == "DCM"]["train accuracy (%)"].item() == pytest.approx(60.0)
+    fig = training_curves(runs, ("method", "seed"), hue="method")
+    assert len(fig.axes) == 2 and len(fig.axes[0].get_lines()) >= 2
+    matplotlib.pyplot.close(fig)
+    with pytest.raises(ReportError, match="labels"):
+        training_log(runs, ("method",))

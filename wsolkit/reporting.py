@@ -4,16 +4,22 @@
   nothing of the paper's comparison is hidden and nothing of ours is mistaken for the paper's.
 * :func:`recipe_table`: the paper's training recipe beside the one that ran, generated from the
   configurations.
-* :func:`paired_bootstrap`, :func:`verdict`, :func:`claim_row`: a claim is *holds*, *fails* or
-  *inconclusive* by a stated rule, from an interval that covers both seeds and test images.
+* :func:`paired_bootstrap`, :func:`bootstrap_statistic`, :func:`verdict`, :func:`claim_row`,
+  :func:`claims_table`, :func:`outcome`: a claim is *holds*, *fails* or *inconclusive* by a
+  stated rule, from an interval that covers both seeds and test images, and the prose that
+  reports it is generated from the verdict.
+* :func:`seed_summary`: per-run numbers as "mean (min-max)" over seeds.
+* :func:`training_curves`: loss and training accuracy per epoch, one line per run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["RECIPE_ROWS", "VERDICTS", "ReportError", "claim_row", "paired_bootstrap", "paper_beside_ours",
-           "recipe_table", "verdict"]
+__all__ = ["DIRECTIONS", "RECIPE_ROWS", "VERDICTS", "ReportError", "bootstrap_statistic",
+           "claim_row", "claims_table", "outcome", "paired_bootstrap", "paper_beside_ours",
+           "recipe_table", "seed_summary", "training_curves", "training_log", "value_range",
+           "verdict", "verdict_counts"]
 
 
 class ReportError(ValueError):
@@ -162,6 +168,8 @@ def recipe_table(paper: Mapping[str, str], configs: Mapping[str, object], *, sou
 
 #: The three verdicts a claim can get.
 VERDICTS = ("holds", "fails", "inconclusive")
+#: How a claim's rule compares its measured value with its threshold (:func:`verdict`).
+DIRECTIONS = (">=", "<=", "within")
 
 
 def paired_bootstrap(first, second=None, *, replicates: int = 2000, confidence: float = 0.95,
@@ -218,23 +226,239 @@ def verdict(low: float, high: float, threshold: float, direction: str = ">=") ->
 
     Args:
         low, high: the interval.
-        threshold: the claim's quantitative form ("at least +3 points": 3).
-        direction: ``">="`` (at least) or ``"<="`` (at most).
+        threshold: the claim's quantitative form ("at least +3 points": 3; "within 2 points": 2).
+        direction: ``">="`` (at least), ``"<="`` (at most) or ``"within"`` (a difference of at
+            most ``threshold`` either way: holds when the interval lies inside
+            ``[-threshold, threshold]``, fails when it lies wholly outside).
     """
-    if direction not in (">=", "<="):
-        raise ReportError(f"verdict: direction = {direction!r}; expected '>=' or '<='.")
+    if direction not in DIRECTIONS:
+        raise ReportError(f"verdict: direction = {direction!r}; expected one of {DIRECTIONS}.")
     if low > high:
         raise ReportError(f"verdict: interval [{low}, {high}] has low > high.")
     if direction == ">=":
         return "holds" if low >= threshold else "fails" if high < threshold else "inconclusive"
-    return "holds" if high <= threshold else "fails" if low > threshold else "inconclusive"
+    if direction == "<=":
+        return "holds" if high <= threshold else "fails" if low > threshold else "inconclusive"
+    if threshold < 0:
+        raise ReportError(f"verdict: 'within' needs a bound >= 0, got {threshold}.")
+    if -threshold <= low and high <= threshold:
+        return "holds"
+    return "fails" if high < -threshold or low > threshold else "inconclusive"
 
 
 def claim_row(claim: str, rule: str, estimate: float, low: float, high: float, threshold: float,
-              direction: str = ">=", *, signed: bool = False, unit: str = "") -> dict:
+              direction: str = ">=", *, signed: bool = False, unit: str = "", digits: int = 1,
+              **extra) -> dict:
     """One row of a claims table: the claim, its stated rule, the estimate with its interval and
-    the verdict (:func:`verdict`); ``signed`` writes a difference with its sign."""
-    fmt = "{:+.1f}" if signed else "{:.1f}"
+    the verdict (:func:`verdict`); ``signed`` writes a difference with its sign; ``extra``
+    columns (the dataset, the paper's number) are kept as given."""
+    fmt = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
     measured = f"{fmt.format(estimate)}{unit} [{fmt.format(low)}, {fmt.format(high)}]"
-    return {"claim": claim, "rule": rule, "measured": measured,
+    return {**extra, "claim": claim, "rule": rule, "measured": measured,
             "verdict": verdict(low, high, threshold, direction)}
+
+
+def claims_table(rows: Sequence[Mapping], index: str | Sequence[str] = "claim"):
+    """The claims of a chapter as a table indexed by ``index`` (rows from :func:`claim_row`).
+
+    Raises:
+        ReportError: no row, or a row without a ``verdict`` or without an ``index`` column.
+    """
+    import pandas as pd
+
+    index = [index] if isinstance(index, str) else list(index)
+    if not rows:
+        raise ReportError("claims_table: no claim given.")
+    for row in rows:
+        missing = [k for k in (*index, "rule", "verdict") if k not in row]
+        if missing:
+            raise ReportError(f"claims_table: the row {dict(row)} lacks {missing}; build rows "
+                              "with claim_row(...).")
+        if row["verdict"] not in VERDICTS:
+            raise ReportError(f"claims_table: verdict {row['verdict']!r}; expected one of {VERDICTS}.")
+    return pd.DataFrame(list(rows)).set_index(index)
+
+
+def verdict_counts(table) -> dict[str, int]:
+    """``{"holds": n, "fails": n, "inconclusive": n, "total": n}`` of a :func:`claims_table`."""
+    counts = {v: int((table["verdict"] == v).sum()) for v in VERDICTS}
+    counts["total"] = int(len(table))
+    return counts
+
+
+def outcome(verdict: str, holds: str, fails: str, inconclusive: str) -> str:
+    """The phrase that reports a verdict, so that a sentence stating an outcome follows the
+    numbers it describes: ``outcome(v, "raises it", "does not raise it", "may raise it")``."""
+    phrases = {"holds": holds, "fails": fails, "inconclusive": inconclusive}
+    if verdict not in phrases:
+        raise ReportError(f"outcome: verdict {verdict!r}; expected one of {VERDICTS}.")
+    return phrases[verdict]
+
+
+def bootstrap_statistic(samples: Sequence[Sequence], statistic, *, replicates: int = 1000,
+                        confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """A statistic that is not a mean of per-image values (an mAP over scenes, an AUC over
+    cells, a max over thresholds of a mean over images), with an interval over the test units of
+    every seed: the general form of :func:`paired_bootstrap`.
+
+    Each replicate draws, within every seed ``s``, ``n_s = len(samples[s])`` indices with
+    replacement and evaluates ``statistic(s, indices)``; the replicate's value is the mean over
+    the seeds. A paired comparison computes both arms inside ``statistic`` from the same
+    indices.
+
+    Args:
+        samples: one sequence per seed of its test units (only their number is used; the
+            statistic indexes its own data).
+        statistic: ``(seed index, int array of unit indices) -> float``.
+        replicates, confidence, seed: as in :func:`paired_bootstrap`.
+
+    Returns:
+        ``(estimate, low, high)``: the mean over seeds of the statistic on every unit once, and
+        the percentile interval.
+
+    Raises:
+        ReportError: no seed, a seed without units, or a statistic that is not finite on the
+            full sample.
+    """
+    import numpy as np
+
+    sizes = [len(s) for s in samples]
+    if not sizes or min(sizes) == 0:
+        raise ReportError(f"bootstrap_statistic: seeds with {sizes} units; expected at least one "
+                          "seed and one unit per seed.")
+    full = [float(statistic(s, np.arange(n))) for s, n in enumerate(sizes)]
+    if not np.all(np.isfinite(full)):
+        raise ReportError(f"bootstrap_statistic: the statistic is {full} on the full samples; "
+                          "expected finite numbers.")
+    rng = np.random.default_rng(seed)
+    values = np.empty(replicates)
+    for r in range(replicates):
+        values[r] = np.mean([statistic(s, rng.integers(0, n, size=n)) for s, n in enumerate(sizes)])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(np.mean(full)), float(low), float(high)
+
+
+# --------------------------------------------------------------------------------------------
+# Seeds and training runs
+# --------------------------------------------------------------------------------------------
+
+def _mean_and_range(values, digits: int) -> str:
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if values.size == 0 or np.all(np.isnan(values)):
+        return "-"
+    mean, low, high = np.nanmean(values), np.nanmin(values), np.nanmax(values)
+    if values.size == 1 or low == high:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+def value_range(values, digits: int = 2) -> str:
+    """A seed-summary cell for a setting rather than a score (a chosen threshold): the value, or
+    "low-high" where the seeds differ."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    low, high = float(np.min(values)), float(np.max(values))
+    return f"{low:.{digits}f}" if low == high else f"{low:.{digits}f}-{high:.{digits}f}"
+
+
+def seed_summary(per_run, *, by: str | Sequence[str] = "method", digits: int = 1,
+                 formats: Mapping | None = None):
+    """Per-run numbers summarised over seeds: each cell "mean (min-max)", the mean alone where
+    there is one seed (or all agree), "-" where there is no number.
+
+    Args:
+        per_run: a ``pandas.DataFrame`` with one row per run, indexed by the levels ``by`` and
+            ``"seed"``, numeric columns.
+        by: the index levels that name a group (the method, or the dataset and the method).
+        digits: decimals of the cells.
+        formats: ``{column: callable(values of the group) -> str}`` for columns summarised
+            otherwise (a count summed, a threshold with two decimals).
+
+    Returns:
+        A ``DataFrame`` of strings, one row per group in the order of first appearance.
+
+    Raises:
+        ReportError: ``per_run`` is not indexed by ``by`` and ``"seed"``.
+    """
+    import pandas as pd
+
+    by = [by] if isinstance(by, str) else list(by)
+    names = list(per_run.index.names)
+    if "seed" not in names or any(level not in names for level in by):
+        raise ReportError(f"seed_summary: the table is indexed by {names}; expected the levels "
+                          f"{by} and 'seed'.")
+    formats = dict(formats or {})
+    rows = {}
+    for group, values in per_run.groupby(level=by if len(by) > 1 else by[0], sort=False):
+        rows[group] = {column: (formats[column](values[column]) if column in formats
+                                else _mean_and_range(values[column], digits))
+                       for column in per_run.columns}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if len(by) > 1:
+        table.index = pd.MultiIndex.from_tuples(table.index, names=by)
+    else:
+        table.index.name = by[0]
+    return table
+
+
+def training_log(runs: Mapping[tuple, object], names: Sequence[str]):
+    """One row per epoch of every run: the labels (``names``), ``epoch``, ``loss`` and
+    ``train accuracy (%)`` (the cosine loss logs its own ``embedding_acc``, the accuracy of the
+    closest class embedding, which is used where present)."""
+    import pandas as pd
+
+    names = list(names)
+    rows = []
+    for labels, record in runs.items():
+        labels = labels if isinstance(labels, tuple) else (labels,)
+        if len(labels) != len(names):
+            raise ReportError(f"training_log: labels {labels} for the names {names}.")
+        for entry in record.log():
+            rows.append({**dict(zip(names, labels)), "epoch": entry["epoch"],
+                         "loss": entry["loss"],
+                         "train accuracy (%)": 100 * entry.get("embedding_acc", entry["train_acc"])})
+    if not rows:
+        raise ReportError("training_log: the runs have no logged epoch.")
+    return pd.DataFrame(rows)
+
+
+def training_curves(runs: Mapping[tuple, object], names: Sequence[str], *, hue: str,
+                    style: str | None = None, col: str | None = None,
+                    loss_label: str = "loss"):
+    """Loss and training accuracy per epoch, one line per run (seeds are not averaged, so
+    their spread shows); ``col`` draws one pair of panels per value of that label.
+
+    Returns:
+        The ``Figure`` (not shown).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    log = training_log(runs, names)
+    unit = "seed" if "seed" in log.columns else None
+    groups = list(dict.fromkeys(log[col])) if col else [None]
+    fig, axes = plt.subplots(1, 2 * len(groups), figsize=(4.6 * 2 * len(groups), 3.0),
+                             squeeze=False)
+    for g, group in enumerate(groups):
+        part = log if group is None else log[log[col] == group]
+        for k, (y, label) in enumerate((("loss", loss_label),
+                                        ("train accuracy (%)", "train accuracy (%)"))):
+            ax = axes[0, 2 * g + k]
+            sns.lineplot(part, x="epoch", y=y, hue=hue, style=style, units=unit,
+                         estimator=None if unit else "mean", ax=ax, linewidth=1)
+            ax.set_ylabel(label)
+            if group is not None:
+                ax.set_title(str(group), fontsize=9)
+            legend = ax.get_legend()
+            if legend is not None and (g or k):
+                legend.remove()
+            elif legend is not None:
+                legend.set_title(None)
+                for text in legend.get_texts():
+                    text.set_fontsize(7)
+    fig.tight_layout()
+    return fig

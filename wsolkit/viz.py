@@ -152,3 +152,121 @@ def exercise_sliders() -> list[dict]:
                 figures += int(drawn[0] == before + 1 and bool(shown) and "image/png" in shown[0]["data"])
         report.append({"sliders": sorted(sliders), "moves": moves, "figures": figures})
     return report
+
+
+def _rasterise(fig) -> np.ndarray:
+    """A figure as an RGBA array (and closes it), to place it as a panel of another figure."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    if not isinstance(fig, Figure):
+        raise TypeError(f"static_sweep: draw must return a matplotlib Figure, got {type(fig).__name__}.")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=fig.dpi)
+    plt.close(fig)
+    buffer.seek(0)
+    return plt.imread(buffer, format="png")
+
+
+def static_sweep(draw, sweeps: Mapping[str, Sequence], defaults: Mapping[str, object], *,
+                 title: str | None = None, panel_width: float = 3.0, label=None,
+                 columns: int | None = None):
+    """The website's stand-in for :func:`live_sliders`: the figure that ``draw`` makes for a
+    live slider, drawn for a sweep of each slider with the others at their defaults.
+
+    One row per slider in ``sweeps``, one column per value; panel ``(name, value)`` is
+    ``draw(**{**defaults, name: value})`` rasterised, so it holds everything the live figure
+    holds at that setting (every model, every image the slider redraws).
+
+    Args:
+        draw: the slider's draw function (returns a ``Figure``).
+        sweeps: ``{slider name: values}``, in row order.
+        defaults: a value for every argument of ``draw`` (the sliders' starting values).
+        title: the figure's title.
+        panel_width: inches per panel.
+        label: ``(name, value) -> str``, the panel's title; default ``"name = value"``.
+        columns: at most this many panels per row (a long sweep wraps onto further rows).
+
+    Returns:
+        The ``Figure`` (not shown).
+
+    Raises:
+        ValueError: a swept name without a default, or an empty sweep.
+    """
+    unknown = [name for name in sweeps if name not in defaults]
+    if unknown or not sweeps or any(len(v) == 0 for v in sweeps.values()):
+        raise ValueError(f"static_sweep: sweeps {dict(sweeps)} over the defaults {dict(defaults)}; "
+                         "expected at least one value for each swept name, each with a default.")
+    label = label or (lambda name, value: f"{name} = {value:g}" if isinstance(value, float)
+                      else f"{name} = {value}")
+    panels = {(name, value): _rasterise(draw(**{**defaults, name: value}))
+              for name, values in sweeps.items() for value in values}
+    width = columns or max(len(v) for v in sweeps.values())
+    rows = [(name, list(values)[start:start + width]) for name, values in sweeps.items()
+            for start in range(0, len(values), width)]
+    n_cols = max(len(chunk) for _, chunk in rows)
+    height_px, width_px = next(iter(panels.values())).shape[:2]
+    panel_height = panel_width * height_px / width_px
+    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
+                             figsize=(panel_width * n_cols, (panel_height + 0.3) * len(rows)))
+    for row, (name, chunk) in enumerate(rows):
+        for col in range(n_cols):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(chunk):
+                ax.imshow(panels[name, chunk[col]])
+                ax.set_title(label(name, chunk[col]), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def boxes_at_thresholds(images, maps: Sequence, gt_boxes: Sequence, thresholds, *,
+                        row_labels: Sequence[str], titles=None, panel: float = 1.8):
+    """Score maps over their images with the box each threshold gives: one row per map stack,
+    one column per image.
+
+    Args:
+        images: ``N`` images (``(3, H, W)``).
+        maps: one ``(N, H, W)`` stack of normalised maps per row (different methods, or the same
+            maps at different thresholds).
+        gt_boxes: ``N`` arrays of ground-truth boxes.
+        thresholds: a float for every panel, or an array ``(rows, N)``.
+        row_labels: the label left of each row.
+        titles: ``(rows, N)`` panel titles, or ``None`` for the threshold and the box's IoU
+            with the closest ground-truth box.
+        panel: inches per panel.
+
+    Returns:
+        The ``Figure`` (not shown). Boxes are the reference protocol's largest component
+        (:func:`wsolkit.boxes.boxes_at_threshold`).
+    """
+    from wsolkit.boxes import box_iou, boxes_at_threshold
+
+    n_rows, n_images = len(maps), len(images)
+    grid = np.broadcast_to(np.asarray(thresholds, dtype=float), (n_rows, n_images))
+    if len(row_labels) != n_rows or len(gt_boxes) != n_images:
+        raise ValueError(f"boxes_at_thresholds: {n_rows} map stacks, {len(row_labels)} row labels, "
+                         f"{n_images} images and {len(gt_boxes)} box lists; expected one label per "
+                         "stack and one box list per image.")
+    fig, axes = small_multiples(n_rows, n_images, panel=panel)
+    for row in range(n_rows):
+        if len(maps[row]) != n_images:
+            raise ValueError(f"boxes_at_thresholds: row {row} has {len(maps[row])} maps for "
+                             f"{n_images} images.")
+        for col in range(n_images):
+            score_map = maps[row][col]
+            values = score_map.float().numpy() if isinstance(score_map, torch.Tensor) else score_map
+            box = boxes_at_threshold(np.asarray(values), float(grid[row, col]))[0]
+            if titles is not None:
+                title = titles[row][col]
+            else:
+                iou = float(box_iou(box[None], np.asarray(gt_boxes[col])).max())
+                title = f"t={grid[row, col]:.2f}  IoU {iou:.2f}"
+            show_localization(axes[row, col], images[col], score_map=values,
+                              gt_boxes=gt_boxes[col], pred_boxes=[box], title=title)
+        axes[row, 0].set_ylabel(row_labels[row], fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -7,6 +7,7 @@ module              what it holds
 ``localization``    single-object splits in memory and every standard metric on them
 ``detection``       multi-object (COCO) splits in memory
 ``cache``           results cached in the run directory, keyed by data, map, code and settings
+``summaries``       cached evaluations to table rows and per-image values per seed
 =================== ===============================================================================
 
 Evaluation is kept apart from training: a run directory (:mod:`wsolkit.runs`) holds the
@@ -18,10 +19,19 @@ from .cache import (
     cached_evaluation,
     cached_image_threshold_evaluation,
     cached_result,
+    code_fingerprint,
     evaluation_code_fingerprint,
 )
 from .detection import DetectionSet, load_detection_set
 from .inference import predict_maps
+from .summaries import (
+    compare_conventions,
+    correct_at_validation_choice,
+    localization_summary,
+    per_image_percent,
+    threshold_index,
+    validation_choice,
+)
 from .localization import (
     EvaluationError,
     LocalizationSet,
@@ -44,6 +54,9 @@ __all__ = [
     "cached_evaluation",
     "cached_image_threshold_evaluation",
     "cached_result",
+    "code_fingerprint",
+    "compare_conventions",
+    "correct_at_validation_choice",
     "evaluate_image_thresholds",
     "evaluate_localization",
     "evaluate_maps",
@@ -51,8 +64,12 @@ __all__ = [
     "image_threshold_ious",
     "load_detection_set",
     "load_localization_set",
+    "localization_summary",
     "oracle_maps",
     "part_area_share",
     "part_masks",
+    "per_image_percent",
     "predict_maps",
+    "threshold_index",
+    "validation_choice",
 ]

@@ -1,7 +1,9 @@
 """Evaluation results cached in a run's directory, keyed by everything that produced them.
 
 One helper, :func:`cached_result`, stores a result as ``<run_dir>/<name>-<hash of key>.json``
-(and its large arrays as ``.npy`` beside it). The key of every cached evaluation names the data
+(and its large arrays as ``.npy`` beside it); its key always includes a hash of the code that
+computes the result (the modules it is given, or else the whole ``wsolkit`` package:
+:func:`code_fingerprint`), so an edited protocol never serves a number computed by the old one. The key of every cached evaluation names the data
 (its fingerprint), the score map by its registered name *and* a hash of the source of the module
 that defines it, a hash of the evaluation code itself (:func:`evaluation_code_fingerprint`), and
 the settings (thresholds, choosers). So a cached number is recomputed when the map's code, the
@@ -11,8 +13,10 @@ protocol's code, the data or a setting changes, and two different maps never sha
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import types
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -33,7 +37,7 @@ from .localization import (
 )
 
 __all__ = ["cached_evaluation", "cached_image_threshold_evaluation", "cached_result",
-           "evaluation_code_fingerprint"]
+           "code_fingerprint", "evaluation_code_fingerprint"]
 
 # The modules whose code decides an evaluation's numbers, besides the map's own module.
 _PROTOCOL_MODULES = ("cam.py", "boxes/protocol.py", "boxes/sweep.py", "metrics.py",
@@ -49,6 +53,37 @@ def evaluation_code_fingerprint() -> str:
     for name in _PROTOCOL_MODULES:
         digest.update(name.encode())
         digest.update((root / name).read_bytes())
+    return digest.hexdigest()[:10]
+
+
+@cache
+def _package_fingerprint() -> str:
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def code_fingerprint(code: Sequence[types.ModuleType | Callable] | None = None) -> str:
+    """A short hash of the source of ``code`` (modules, or functions and classes, whose source
+    decides a result); ``None``: of every module of the ``wsolkit`` package.
+
+    Raises:
+        TypeError: an entry whose source cannot be read (a builtin, a lambda typed in a shell).
+    """
+    if code is None:
+        return _package_fingerprint()
+    digest = hashlib.sha256()
+    for item in code:
+        try:
+            source = inspect.getsource(item)
+        except (OSError, TypeError) as error:
+            raise TypeError(f"code_fingerprint: cannot read the source of {item!r} ({error}); "
+                            "pass modules, functions or classes defined in files.") from error
+        digest.update(getattr(item, "__qualname__", getattr(item, "__name__", "")).encode())
+        digest.update(source.encode())
     return digest.hexdigest()[:10]
 
 
@@ -69,24 +104,30 @@ def _digest(key: Any) -> str:
 
 
 def cached_result(run_dir: str | os.PathLike, name: str, key: Any,
-                  compute: Callable[[], Mapping[str, Any]], *, arrays: Sequence[str] = ()) -> dict:
-    """``compute()``, cached in ``run_dir`` as ``<name>-<hash of key>.json``.
+                  compute: Callable[[], Mapping[str, Any]], *, arrays: Sequence[str] = (),
+                  code: Sequence[types.ModuleType | Callable] | None = None) -> dict:
+    """``compute()``, cached in ``run_dir`` as ``<name>-<hash of key and code>.json``.
 
     Args:
         run_dir: the run's directory (the result belongs to its model).
         name: what the result is (``"eval-test-cam"``, ``"coco-tune"``, ...).
         key: JSON-serialisable; must name everything the result depends on besides the run
-            itself: a data fingerprint, the settings, the code (see the module docstring).
+            itself and the code: a data fingerprint, the settings.
         compute: returns a dict; numpy arrays and scalars are stored as JSON lists and numbers
             and come back as such (also from the call that computes them), except the entries
             named in ``arrays``.
         arrays: entries stored as ``.npy`` files beside the JSON and returned as they were
             computed (numpy arrays, or tensors).
+        code: the modules or functions whose source decides the result (hashed into the key:
+            :func:`code_fingerprint`); ``None``, the default, hashes the whole ``wsolkit``
+            package, which is always safe and recomputes after any edit of it. Code outside
+            the package that ``compute`` calls (a notebook's own function) must be listed.
 
     Returns:
         The result.
     """
-    return _cached(run_dir, name, key, compute, arrays)[0]
+    return _cached(run_dir, name, {"key": key, "code": code_fingerprint(code)}, compute,
+                   arrays)[0]
 
 
 def _cached(run_dir, name: str, key: Any, compute, arrays: Sequence[str] = ()) -> tuple[dict, bool]:
@@ -112,7 +153,7 @@ def _cached(run_dir, name: str, key: Any, compute, arrays: Sequence[str] = ()) -
 
 
 _CURVES = ("thresholds", "loc_curve", "pxap_precision", "pxap_recall", "pxap_thresholds")
-_PER_IMAGE = ("per_image_correct", "per_image_top1")
+_PER_IMAGE = ("per_image_correct", "per_image_iou_all", "per_image_top1")
 
 
 def cached_evaluation(run_dir: str | os.PathLike, split: str, model_loader: Callable[[], torch.nn.Module],
@@ -154,12 +195,17 @@ def cached_image_threshold_evaluation(run_dir: str | os.PathLike, split: str,
                                       map_name: str = "cam", fallback: float = 0.2) -> dict:
     """:func:`~wsolkit.evaluation.localization.evaluate_image_thresholds`, cached in ``run_dir``.
 
-    The key covers what :func:`cached_evaluation`'s does, the chooser names and ``fallback``: a
-    chooser's name must identify its rule (give a changed rule a new name).
+    The key covers what :func:`cached_evaluation`'s does, the chooser names, the source of the
+    modules that define the choosers and ``fallback``: a chooser's name must identify its
+    settings (two rules from one factory differ only by their arguments).
     """
     score_map(map_name)
+    # The choosers' code too: the modules that define them (a rule edited in place is
+    # recomputed even if its name stays).
+    modules = [inspect.getmodule(c) for c in choosers.values()]
     key = [data.fingerprint(), map_name, map_fingerprint(map_name), evaluation_code_fingerprint(),
-           sorted(choosers), fallback]
+           sorted(choosers), fallback,
+           code_fingerprint(sorted({m for m in modules if m is not None}, key=lambda m: m.__name__))]
 
     def compute() -> dict:
         return evaluate_image_thresholds(model_loader(), data, choosers, mean=config.mean,
