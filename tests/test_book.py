@@ -74,6 +74,23 @@ def test_visible_code_fits_the_page_and_notebooks_define_no_protocol(chapter):
                            f"{NOTEBOOK_FUNCTION_LINES} lines; move them into wsolkit: {functions}")
 
 
+def test_training_progress_reaches_the_terminal_with_what_is_left(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(book_tool, "PROGRESS_EVERY", 0.0)
+    progress = tmp_path / "progress.jsonl"
+    printer = book_tool._ProgressPrinter(progress, book_minutes=10.0)
+    printer.start()
+    lines = [{"run": "00_cam_baseline-cam-s0", "epoch": e, "epochs": 4, "images_per_s": 1500.0,
+              "seconds": 2.0 * (e - 2), "start_epoch": 2} for e in (3, 4)]
+    progress.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"run": "half')
+    printer.stop.set()
+    printer.join()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("[book]   00_cam_baseline-cam-s0: epoch 3/4, 1500 images/s, "
+                      "~0.0 min left for this run, ~10 min for the book")
+    assert out[1].startswith("[book]   00_cam_baseline-cam-s0: epoch 4/4, 1500 images/s, trained")
+    assert len(out) == 2  # the half-written line waits for its end
+
+
 def test_unknown_profile_is_refused_with_the_choices():
     with pytest.raises(SystemExit, match="expected one of"):
         book_tool.execute("fast", ROOT / "_build" / "never")
@@ -140,9 +157,9 @@ def _chromium() -> str:
                 "(CI installs it in .ci/run)")
 
 
-def _render(url: str, screenshot: Path | None = None) -> str:
+def _render(url: str, screenshot: Path | None = None, width: int = 1280) -> str:
     command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--virtual-time-budget=5000", "--window-size=1280,2400"]
+               "--virtual-time-budget=5000", f"--window-size={width},2400"]
     if screenshot is not None:
         subprocess.run(command + [f"--screenshot={screenshot}", url], capture_output=True,
                        timeout=120, check=True)
@@ -171,3 +188,37 @@ def test_site_renders_every_page_in_chromium(smoke_site):
         assert "<table" in dom, f"{chapter}: no table rendered"
         for marker in ("Traceback (most recent call last)", "output_error", "stderr"):
             assert marker not in dom, f"{chapter}: the page shows {marker!r}"
+        overflowing = _overflowing_code(page)
+        assert not overflowing, (f"{chapter}: visible code cells run past the text column of a "
+                                 f"1300 px window (cell, longest line): {overflowing}")
+
+
+# Reports, in the rendered page itself, every code cell wider than its box.
+_OVERFLOW_SCRIPT = """<script>
+window.addEventListener('load', function () {
+  var rows = [];
+  document.querySelectorAll('div.cell_input pre').forEach(function (pre, i) {
+    if (pre.scrollWidth > pre.clientWidth + 1) {
+      var lines = pre.textContent.split('\\n');
+      var longest = Math.max.apply(null, lines.map(function (l) { return l.length; }));
+      rows.push(i + ':' + longest);
+    }
+  });
+  var out = document.createElement('div');
+  out.id = 'overflow-report';
+  out.textContent = 'overflow[' + rows.join(' ') + ']';
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _overflowing_code(page: Path) -> list[str]:
+    probe = page.with_name(f"_overflow_{page.name}")
+    probe.write_text(page.read_text().replace("</body>", _OVERFLOW_SCRIPT + "</body>"))
+    try:
+        dom = _render(probe.as_uri(), width=1300)
+    finally:
+        probe.unlink()
+    report = re.search(r"overflow\[([^\]]*)\]", dom)
+    assert report, f"{page.name}: the overflow probe did not run"
+    return report.group(1).split()

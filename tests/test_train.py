@@ -95,6 +95,23 @@ def test_fit_learns_and_restores_the_callers_global_state():
     assert not torch.are_deterministic_algorithms_enabled()
 
 
+def test_fit_reports_each_epoch_to_the_progress_file_and_a_resume_counts_from_its_start(
+        tmp_path, monkeypatch):
+    from wsolkit.train.loop import PROGRESS_FILE_ENV
+
+    progress = tmp_path / "progress.jsonl"
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(progress))
+    run = tmp_path / "my-run"
+    fit(None, toy_images(64, 16, 4, 0), tiny_config(epochs=2), run_dir=run, progress=False)
+    fit(None, toy_images(64, 16, 4, 0), tiny_config(epochs=3), run_dir=tmp_path / "other",
+        progress=False)
+    lines = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert [(x["run"], x["epoch"], x["epochs"]) for x in lines] == [
+        ("my-run", 1, 2), ("my-run", 2, 2), ("other", 1, 3), ("other", 2, 3), ("other", 3, 3)]
+    assert all(x["images_per_s"] > 0 and x["start_epoch"] == 0 for x in lines)
+    assert lines[1]["seconds"] > lines[0]["seconds"]
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_amp_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16(monkeypatch, native):
     monkeypatch.setattr(wsolkit.train.precision, "cpu_has_native_bf16", lambda: native)

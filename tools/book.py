@@ -22,12 +22,19 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 PROFILES = ("smoke", "default", "paper")
+# Minutes each chapter took in the last cold build measured for the README, per profile: the
+# estimate of what is left before this machine has recorded its own.
+REFERENCE_MINUTES = ROOT / "tools" / "book_minutes.json"
+# How often a training in progress is reported on the terminal (seconds).
+PROGRESS_EVERY = 15.0
 
 
 class NotebookFailed(RuntimeError):
@@ -56,6 +63,61 @@ def _fingerprint(source: Path, parameters: dict) -> str:
     return digest.hexdigest()[:16]
 
 
+class _ProgressPrinter(threading.Thread):
+    """Follows the progress file that ``wsolkit.train.fit`` appends to (one JSON line per epoch)
+    and prints, every ``PROGRESS_EVERY`` seconds and at the end of each run, the run, epoch i of
+    N, images/s and the time left for the run."""
+
+    def __init__(self, path: Path, book_minutes: float | None = None) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        # What the book needed from this chapter's start by the record (None: no record).
+        self.book_minutes, self.began = book_minutes, time.time()
+        self.stop = threading.Event()
+        self.last_print = 0.0
+
+    def _show(self, line: dict) -> None:
+        done = line["epoch"] - line.get("start_epoch", 0)
+        left = (line["epochs"] - line["epoch"]) * line["seconds"] / max(done, 1)
+        final = line["epoch"] == line["epochs"]
+        if not final and time.time() - self.last_print < PROGRESS_EVERY:
+            return
+        self.last_print = time.time()
+        status = "trained" if final else f"~{left / 60:.1f} min left for this run"
+        if self.book_minutes is not None:
+            book_left = max(self.book_minutes - (time.time() - self.began) / 60, 0.0)
+            status += f", ~{book_left:.0f} min for the book"
+        print(f"[book]   {line['run']}: epoch {line['epoch']}/{line['epochs']}, "
+              f"{line['images_per_s']:.0f} images/s, {status}", flush=True)
+
+    def run(self) -> None:
+        offset = 0
+        while True:
+            stopping = self.stop.wait(1.0)
+            if self.path.exists():
+                with open(self.path) as f:
+                    f.seek(offset)
+                    for raw in f:
+                        if raw.endswith("\n"):
+                            offset += len(raw.encode())
+                            try:
+                                self._show(json.loads(raw))
+                            except (ValueError, KeyError):
+                                pass
+            if stopping:
+                return
+
+
+def _minutes_on_record(out_dir: Path, profile: str) -> dict[str, float]:
+    """Per chapter, the minutes of its last execution here, else of the reference build."""
+    minutes = {}
+    if REFERENCE_MINUTES.exists():
+        minutes.update(json.loads(REFERENCE_MINUTES.read_text()).get(profile, {}))
+    for stamp in out_dir.glob(".*.minutes"):
+        minutes[stamp.name[1:-len(".minutes")]] = float(stamp.read_text())
+    return minutes
+
+
 def _failure_report(notebook_path: Path) -> str:
     """Names the first cell of an executed notebook that carries an error output."""
     nb = json.loads(notebook_path.read_text())
@@ -81,19 +143,30 @@ def execute(profile: str, out_dir: Path, only: list[str] | None = None,
     # Progress bars are for people watching a kernel; executed copies for the site go without.
     params = {"profile": profile, "show_progress": False, **(parameters or {})}
     executed = []
-    for source in notebook_sources(only):
+    sources = notebook_sources(only)
+    pending = [s for s in sources if force or not _up_to_date(s, out_dir, params)]
+    on_record = _minutes_on_record(out_dir, profile)
+    for source in sources:
         target = out_dir / f"{source.stem}.ipynb"
         stamp = out_dir / f".{source.stem}.fingerprint"
         fingerprint = _fingerprint(source, params)
-        if (not force and target.exists() and stamp.exists()
-                and stamp.read_text() == fingerprint):
+        if source not in pending:
             print(f"[book] {source.stem}: up to date ({profile})", flush=True)
             executed.append(target)
             continue
         unexecuted = source.with_suffix(".ipynb")
         jupytext.write(jupytext.read(source), unexecuted)
-        print(f"[book] {source.stem}: executing on profile {profile!r} ...", flush=True)
+        left = [on_record.get(s.stem) for s in pending[pending.index(source):]]
+        book_minutes = sum(left) if all(m is not None for m in left) else None
+        estimate = ("" if book_minutes is None else
+                    f"; the book needs ~{book_minutes:.0f} min more by the last build on record")
+        print(f"[book] {source.stem}: executing on profile {profile!r}{estimate} ...", flush=True)
         start = time.time()
+        # fit() reports every epoch to this file; the printer shows it on the terminal.
+        progress_file = Path(tempfile.mkstemp(prefix="wsol-progress-", suffix=".jsonl")[1])
+        os.environ["WSOL_PROGRESS_FILE"] = str(progress_file)
+        printer = _ProgressPrinter(progress_file, book_minutes)
+        printer.start()
         try:
             papermill.execute_notebook(
                 str(unexecuted), str(target), parameters=params, cwd=str(NOTEBOOKS),
@@ -111,10 +184,23 @@ def execute(profile: str, out_dir: Path, only: list[str] | None = None,
             raise NotebookFailed(
                 f"notebook {source.relative_to(ROOT)} failed on profile {profile!r}: {report}"
             ) from error
+        finally:
+            printer.stop.set()
+            printer.join()
+            os.environ.pop("WSOL_PROGRESS_FILE", None)
+            progress_file.unlink(missing_ok=True)
         stamp.write_text(fingerprint)
-        print(f"[book] {source.stem}: done in {time.time() - start:.0f} s", flush=True)
+        minutes = (time.time() - start) / 60
+        (out_dir / f".{source.stem}.minutes").write_text(f"{minutes:.2f}\n")
+        print(f"[book] {source.stem}: done in {minutes * 60:.0f} s", flush=True)
         executed.append(target)
     return executed
+
+
+def _up_to_date(source: Path, out_dir: Path, params: dict) -> bool:
+    target = out_dir / f"{source.stem}.ipynb"
+    stamp = out_dir / f".{source.stem}.fingerprint"
+    return target.exists() and stamp.exists() and stamp.read_text() == _fingerprint(source, params)
 
 
 MATHJAX = "mathjax@3.2.2"
@@ -165,7 +251,7 @@ def _use_local_mathjax(staging: Path) -> None:
     mathjax = _local_mathjax()
     if mathjax is None:
         return
-    shutil.copytree(mathjax, staging / "_static" / "mathjax")
+    shutil.copytree(mathjax, staging / "_static" / "mathjax", dirs_exist_ok=True)
     config_path = staging / "_config.yml"
     config = yaml.safe_load(config_path.read_text())
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
@@ -182,6 +268,7 @@ def build(executed_dir: Path, out_dir: Path) -> Path:
     staging.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(ROOT / name, staging / name)
+    shutil.copytree(ROOT / "_static", staging / "_static")
     shutil.copytree(ROOT / "book", staging / "book",
                     ignore=shutil.ignore_patterns("executed", "_build"))
     _use_local_mathjax(staging)

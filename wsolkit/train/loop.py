@@ -25,7 +25,27 @@ from .model import model_from_config, training_parts
 from .optim import lr_factor, make_optimizer
 from .precision import autocast, resolved_amp, use_channels_last
 
-__all__ = ["evaluate_accuracy", "fit"]
+__all__ = ["PROGRESS_FILE_ENV", "evaluate_accuracy", "fit"]
+
+#: An environment variable naming a file that :func:`fit` appends one JSON line to after every
+#: epoch (run, epoch, epochs, images/s, seconds so far): how ``tools/book.py`` shows training
+#: progress on the terminal while notebooks execute, with no progress bar in the notebooks.
+PROGRESS_FILE_ENV = "WSOL_PROGRESS_FILE"
+
+
+def _report_progress(run_name: str, record: dict, epochs: int, elapsed: float, start_epoch: int,
+                     d: Processes) -> None:
+    path = os.environ.get(PROGRESS_FILE_ENV)
+    if not path or d.rank != 0:
+        return
+    line = {"run": run_name, "epoch": record["epoch"], "epochs": epochs,
+            "images_per_s": record["images_per_s"], "seconds": elapsed, "start_epoch": start_epoch,
+            "time": time.time()}
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+    except OSError:
+        pass  # progress is a courtesy; a vanished file must not stop a training
 
 
 @torch.no_grad()
@@ -220,6 +240,8 @@ def _fit(model, train_data, config: TrainConfig, d: Processes, device: torch.dev
         net = torch.compile(net)
     total_steps = config.epochs * spe
 
+    run_name = run_path.name if run_path is not None else config.model
+    trained_seconds = 0.0
     bar = None
     if _progress_enabled(progress, d) and start_epoch < config.epochs:
         from tqdm.auto import tqdm
@@ -286,6 +308,8 @@ def _fit(model, train_data, config: TrainConfig, d: Processes, device: torch.dev
                 # hangs when ranks hold different numbers of validation batches.
                 record["val_acc"], record["val_loss"] = _evaluate(model, val_batches, config, device, d)
             history.append(record)
+            trained_seconds += seconds
+            _report_progress(run_name, record, config.epochs, trained_seconds, start_epoch, d)
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}",
                                 **({"val": f"{record['val_acc']:.3f}"} if "val_acc" in record else {}))
