@@ -165,6 +165,9 @@ def execute(profile: str, out_dir: Path, only: list[str] | None = None,
         # fit() reports every epoch to this file; the printer shows it on the terminal.
         progress_file = Path(tempfile.mkstemp(prefix="wsol-progress-", suffix=".jsonl")[1])
         os.environ["WSOL_PROGRESS_FILE"] = str(progress_file)
+        # The kernel's OpenMP threads wait passively (wsolkit.train.threads): set before the
+        # kernel imports torch, which is before it imports wsolkit.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         printer = _ProgressPrinter(progress_file, book_minutes)
         printer.start()
         try:

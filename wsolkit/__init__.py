@@ -15,3 +15,10 @@ Conventions shared by every module:
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# Before anything here imports PyTorch: OpenMP threads that wait passively, so that training
+# keeps its speed when another process holds a core (see wsolkit.train.threads). It takes effect
+# only where wsolkit is imported before torch; tools/book.py sets it for the notebooks' kernels.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -24,6 +24,7 @@ from .distributed import Processes, global_state, resolve_device, seed_epoch, se
 from .model import model_from_config, training_parts
 from .optim import lr_factor, make_optimizer
 from .precision import autocast, resolved_amp, use_channels_last
+from .threads import ThreadGovernor
 
 __all__ = ["PROGRESS_FILE_ENV", "evaluate_accuracy", "fit"]
 
@@ -248,8 +249,11 @@ def _fit(model, train_data, config: TrainConfig, d: Processes, device: torch.dev
 
         bar = tqdm(total=total_steps, initial=start_epoch * spe, desc=f"{config.model}", unit="step",
                    dynamic_ncols=True)
+    # On the CPU, one process: as many threads as other processes leave cores free.
+    governor = ThreadGovernor() if device.type == "cpu" and not d.active else None
     try:
         for epoch in range(start_epoch, config.epochs):
+            threads = governor.update() if governor is not None else None
             seed_epoch(config, epoch, d.rank)
             net.train()
             t0 = time.perf_counter()
@@ -301,6 +305,8 @@ def _fit(model, train_data, config: TrainConfig, d: Processes, device: torch.dev
                 "seconds": seconds,
                 "images_per_s": values[2] / seconds,
             }
+            if threads is not None:
+                record["cpu_threads"] = threads
             for k, v in zip(sorted(term_sums), values[3:]):
                 record[k] = v / n_seen
             if val_batches is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
@@ -330,6 +336,8 @@ def _fit(model, train_data, config: TrainConfig, d: Processes, device: torch.dev
     finally:
         if bar is not None:
             bar.close()
+        if governor is not None:
+            governor.restore()
     d.barrier()
     return {
         "epochs": config.epochs,
