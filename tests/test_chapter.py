@@ -25,7 +25,7 @@ def test_a_root_in_the_data_folder_is_named_relative_to_it(tmp_path, monkeypatch
         data = tmp_path / checkout / "data"
         shutil.copytree(FIXTURE_CUB, data / "synthetic" / "cub")
         monkeypatch.setenv("WSOL_DATA_DIR", str(data))
-        extra = data_extra("cub", data / "synthetic" / "cub")
+        extra = data_extra("cub", data / "synthetic" / "cub", val_per_class=1)
         assert extra["data_root"] == f"{DATA_DIR_TOKEN}/synthetic/cub"
         assert data_root_of(extra) == data / "synthetic" / "cub"
         hashes.append(config_hash(_config(extra)))

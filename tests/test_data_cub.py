@@ -14,7 +14,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from wsolkit.data import CUBDataset, DatasetFormatError, collate, eval_transform, get_dataset
+from wsolkit.data import (
+    CUBDataset,
+    DatasetFormatError,
+    EmptySplitError,
+    collate,
+    eval_transform,
+    get_dataset,
+)
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "cub")
 
@@ -48,8 +55,10 @@ def test_holdout_depends_on_seed_and_count():
     assert CUBDataset(FIXTURE, "val", val_per_class=1, val_seed=1).image_ids != ["3", "7", "9"]
     assert len(CUBDataset(FIXTURE, "val", val_per_class=2)) == 6
     assert len(CUBDataset(FIXTURE, "train", val_per_class=0)) == 9
-    # The default of 5 per class takes every train image of this 3-per-class fixture.
-    assert len(CUBDataset(FIXTURE, "train")) == 0
+    # The default of 5 per class would take every train image of this 3-per-class fixture.
+    with pytest.raises(EmptySplitError, match=r"val_per_class=5 .*takes all 3 train images"):
+        CUBDataset(FIXTURE, "train")
+    assert len(CUBDataset(FIXTURE, "val")) == 9
 
 
 def test_val_images_file_defines_val(cub):

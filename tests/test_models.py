@@ -1,5 +1,7 @@
 """Backbones (wsolkit.models) and the plug-in methods ADL and Hide-and-Seek (wsolkit.methods)."""
 
+import urllib.error
+
 import pytest
 import torch
 import torchvision
@@ -14,7 +16,9 @@ from wsolkit.models import (
     available_models,
     available_positions,
     build_model,
+    load_torchvision_state_dict,
     parameter_groups,
+    weights_path,
 )
 from wsolkit.models.inception import TransformInput
 
@@ -165,6 +169,16 @@ def test_parameter_groups_partition_backbone_and_new_layers():
     assert id(model.stages["conv5_3"][0].weight) in ids["backbone"]
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every download of these tests fails as it does offline (torch.hub fetches through this)."""
+
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+
+
 def test_missing_pretrained_file_names_the_exact_path(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(PretrainedWeightsNotFound) as err:
@@ -172,6 +186,8 @@ def test_missing_pretrained_file_names_the_exact_path(tmp_path, monkeypatch):
     message = str(err.value)
     assert str(tmp_path / "checkpoints" / "vgg16-397923af.pth") in message
     assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message
+    assert f"into {tmp_path / 'checkpoints'}/" in message and "URLError" in message
+    assert not (tmp_path / "checkpoints" / "vgg16-397923af.pth").exists()
     with pytest.raises(ValueError, match="width 1.0"):
         build_model("vgg16_gap", 10, pretrained=True, width=0.5)
 
@@ -204,6 +220,41 @@ def test_pretrained_vgg_weights_land_in_the_right_layers(tmp_path, monkeypatch):
     with torch.no_grad():
         _, f = model(x)
         torch.testing.assert_close(f["conv5_3"], features[:30](x))  # up to conv5_3's ReLU, no pool5
+
+
+def test_missing_weights_are_downloaded_into_the_hub_cache_with_the_hash_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    stand_in = {"features.0.weight": torch.arange(6.0).reshape(2, 3)}
+    calls = []
+
+    def download(url, dst, hash_prefix=None, progress=True):  # what torch.hub does online
+        calls.append((url, dst, hash_prefix))
+        torch.save(stand_in, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    state = load_torchvision_state_dict("alexnet")
+    torch.testing.assert_close(state, stand_in)
+    path = tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert calls == [("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", str(path), "7be5be79")]
+    assert weights_path("alexnet") == path and path.is_file()
+    # Cached now: read from the hub folder without another download.
+    torch.testing.assert_close(load_torchvision_state_dict("alexnet"), stand_in)
+    assert len(calls) == 1
+
+
+def test_a_failed_hash_check_or_an_unreadable_cache_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def corrupt(url, dst, hash_prefix=None, progress=True):
+        raise RuntimeError(f'invalid hash value (expected "{hash_prefix}", got "0123abcd")')
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", corrupt)
+    with pytest.raises(PretrainedWeightsNotFound, match=r"could not be downloaded from "
+                       r"https://download\.pytorch\.org/models/vgg16-397923af\.pth .*invalid hash"):
+        load_torchvision_state_dict("vgg16")
+    (tmp_path / "checkpoints" / "vgg16-397923af.pth").write_bytes(b"half a file")
+    with pytest.raises(RuntimeError, match=r"vgg16-397923af\.pth cannot be read .*delete the file"):
+        load_torchvision_state_dict("vgg16")
 
 
 def test_resnet_state_dict_keys_match_torchvision():

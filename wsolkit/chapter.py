@@ -22,7 +22,8 @@ from wsolkit.train import TensorImages, TrainConfig, fit, method_targets, preloa
 
 _DATASETS = ("cub", "ilsvrc", "coco_crops")
 # Keys of TrainConfig.extra that are not options of the dataset loader.
-_NOT_LOADER_OPTIONS = ("dataset", "data_root", "split", "chapter", "preload", "split_fingerprint")
+_NOT_LOADER_OPTIONS = ("dataset", "data_root", "split", "chapter", "preload", "split_fingerprint",
+                       "degenerate_boxes_left_out")
 
 
 #: How a configuration names a dataset root inside the data folder (:func:`wsolkit.profiles.data_dir`).
@@ -47,9 +48,15 @@ def data_extra(dataset: str, root: str | os.PathLike, split: str = "train", **op
     except ValueError:
         named = str(root)
     loader_options = {k: v for k, v in options.items() if k not in _NOT_LOADER_OPTIONS}
-    fingerprint = get_dataset(dataset, root, split, **loader_options).annotation_fingerprint()
-    return {"dataset": dataset, "data_root": named, "split": split, **options,
-            "split_fingerprint": fingerprint}
+    data = get_dataset(dataset, root, split, **loader_options)
+    extra = {"dataset": dataset, "data_root": named, "split": split, **options,
+             "split_fingerprint": data.annotation_fingerprint()}
+    # Boxes of the official release left out of training (COCO's zero-height boxes): part of
+    # the run's provenance. Absent when there are none, so that clean data keep their hashes.
+    left_out = int(getattr(data, "num_degenerate_boxes", 0) or 0)
+    if left_out:
+        extra["degenerate_boxes_left_out"] = left_out
+    return extra
 
 
 def data_root_of(extra: dict) -> Path:

@@ -182,7 +182,8 @@ def provenance_table(records: Iterable[RunRecord]):
     hash, ``+`` when the tracked files had uncommitted changes), ``device``, ``precision`` (what
     ``TrainConfig.amp`` resolved to; ``-`` for runs that did not record it), ``split`` (the
     training split's annotation fingerprint, :func:`wsolkit.chapter.data_extra`; ``-`` when the
-    configuration has none) and ``minutes`` of training; indexed by run name. A
+    configuration has none), ``minutes`` of training, and, where any run's data had boxes left
+    out of training (COCO's zero-height boxes), ``boxes left out``; indexed by run name. A
     ``pandas.DataFrame``.
     """
     import pandas as pd
@@ -200,8 +201,12 @@ def provenance_table(records: Iterable[RunRecord]):
             "precision": record.metrics.get("amp", "-"),
             "split": str(record.config.get("extra", {}).get("split_fingerprint", "-"))[:8],
             "minutes": round(float(prov.get("wall_seconds", float("nan"))) / 60, 1),
+            "boxes left out": int(record.config.get("extra", {}).get("degenerate_boxes_left_out", 0)),
         })
-    return pd.DataFrame(rows).set_index("run")
+    table = pd.DataFrame(rows).set_index("run")
+    if not table["boxes left out"].any():
+        table = table.drop(columns="boxes left out")
+    return table
 
 
 def _read_results(path: Path) -> dict | None:

@@ -8,7 +8,7 @@ transform), ``"label"``, all ground-truth ``"boxes"`` ``(K, 4)`` float32 ``[x1, 
 
 Transforms are called on the whole sample so that boxes and masks move with the image
 (:func:`train_transform`, :func:`eval_transform`); :func:`collate` batches samples.
-``python -m wsolkit.data verify {cub,ilsvrc,coco} ROOT [--full]`` checks a download.
+``python -m wsolkit.data verify {cub,ilsvrc,coco} ROOT --full`` checks a download.
 The generator of synthetic datasets in these layouts lives in :mod:`wsolkit.data.synthetic`
 (imported on demand only).
 """
@@ -19,6 +19,7 @@ from wsolkit.data.common import (
     BoxChecker,
     DatasetFormatError,
     DatasetWarning,
+    EmptySplitError,
     load_image,
 )
 from wsolkit.data.cub import CUBDataset
@@ -40,6 +41,7 @@ __all__ = [
     "CUBDataset",
     "DatasetFormatError",
     "DatasetWarning",
+    "EmptySplitError",
     "ILSVRCDataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -1,8 +1,10 @@
 """Command line of :mod:`wsolkit.data`.
 
-``python -m wsolkit.data verify {cub,ilsvrc,coco} ROOT [--full] [--split SPLIT ...]`` checks a
-dataset root and prints what it found and what is missing or malformed; the exit code is 0 when
-the root is fine and 1 otherwise. ``python -m wsolkit.data generate ...`` writes a synthetic
+``python -m wsolkit.data verify {cub,ilsvrc,coco} ROOT [--full] [--split SPLIT ...] [--workers N]``
+checks a dataset root and prints what it found, what the loaders leave out (with counts) and what
+is missing or malformed; the exit code is 0 when the root is fine and 1 otherwise. ``--full`` also
+decodes every image and mask, with a progress bar: only this finds truncated or empty image
+files. ``python -m wsolkit.data generate ...`` writes a synthetic
 dataset (see :mod:`wsolkit.data.synthetic`).
 """
 
@@ -30,14 +32,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("verify", help="check a dataset root")
     check.add_argument("name", choices=sorted(VERIFY_SPLITS))
     check.add_argument("root")
-    check.add_argument("--full", action="store_true", help="also decode every image")
+    check.add_argument(
+        "--full",
+        action="store_true",
+        help="also decode every image and mask (finds truncated or empty files)",
+    )
     check.add_argument(
         "--split", action="append", help="a split to check (repeatable); default: all"
+    )
+    check.add_argument(
+        "--workers", type=int, default=None, help="threads that decode (default: up to 8)"
     )
     commands.add_parser("generate", help="write a synthetic dataset (see wsolkit.data.synthetic)")
     args = parser.parse_args(argv)
     try:
-        problems = verify(args.name, args.root, args.full, splits=args.split, log=print)
+        problems = verify(
+            args.name,
+            args.root,
+            args.full,
+            splits=args.split,
+            log=print,
+            progress=True,
+            workers=args.workers,
+        )
     except ValueError as error:
         parser.error(str(error))
     if problems:
@@ -45,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(f"  - {problem}")
         return 1
+    if not args.full:
+        print(
+            "checked the annotations and the image headers only; add --full to decode every "
+            "image and mask (the only way to find truncated or empty image files)"
+        )
     print(f"{args.name} at {args.root}: OK")
     return 0
 

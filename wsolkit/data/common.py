@@ -8,6 +8,7 @@ lazily, one per ``__getitem__``.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import math
 import os
@@ -22,6 +23,9 @@ from torchvision import tv_tensors
 
 #: Values accepted by the ``on_bad_box`` argument of every loader.
 BAD_BOX_POLICIES = ("error", "clip", "skip")
+
+#: Values accepted by the ``on_degenerate_box`` argument of every loader.
+DEGENERATE_BOX_POLICIES = ("error", "skip")
 
 #: A box may stick out of its image by this many pixels before it counts as outside.
 BOX_TOLERANCE = 1.0
@@ -39,8 +43,18 @@ class BadBoxError(DatasetFormatError):
     """A ground-truth box lies outside its image or has no area."""
 
 
+class EmptySplitError(DatasetFormatError):
+    """A split would hold no image of some class (e.g. the validation hold-out took them all)."""
+
+
 class DatasetWarning(UserWarning):
-    """Annotations were repaired or dropped because the user asked for it (``on_bad_box``)."""
+    """Annotations were left out, repaired or read leniently; the message gives the exact count.
+
+    Emitted once per dataset (or file) for what a loader does by default with the official
+    releases (COCO boxes of zero width or height, unusable COCO polygons, ILSVRC XML files whose
+    ``<size>`` differs from the image, a UTF-8 byte-order mark) and for what the user opted into
+    (``on_bad_box="clip"`` or ``"skip"``).
+    """
 
 
 @contextlib.contextmanager
@@ -122,6 +136,35 @@ def require_dir(path: str | os.PathLike, expected: str) -> str:
     return path
 
 
+def read_lines(path: str, expected: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` of a UTF-8 text file, 1-based.
+
+    A leading UTF-8 byte-order mark (which some editors add on saving) is dropped with a
+    :class:`DatasetWarning` naming the file, instead of becoming part of the first field.
+
+    Raises:
+        DatasetFormatError: the file is not UTF-8 text, naming the line.
+    """
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                warnings.warn(
+                    f"{path}: starts with a UTF-8 byte-order mark (U+FEFF, added by some "
+                    "editors); it was ignored. Save the file as plain UTF-8 to silence this "
+                    "warning",
+                    DatasetWarning,
+                    stacklevel=3,
+                )
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DatasetFormatError(
+                    f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start + 1} "
+                    f"of the line {raw[:60]!r}); expected {expected}"
+                ) from None
+
+
 def read_fields(
     path: str, num_fields: int | tuple[int, int | None], expected: str
 ) -> Iterator[tuple[int, list[str]]]:
@@ -137,20 +180,19 @@ def read_fields(
         ``(line_number, fields)`` with 1-based line numbers.
 
     Raises:
-        DatasetFormatError: a line has the wrong number of fields.
+        DatasetFormatError: a line has the wrong number of fields, or the file is not UTF-8.
     """
     low, high = (num_fields, num_fields) if isinstance(num_fields, int) else num_fields
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < low or (high is not None and len(fields) > high):
-                raise DatasetFormatError(
-                    f"{path}:{number}: found {len(fields)} fields in {line.strip()!r}; "
-                    f"expected {expected}"
-                )
-            yield number, fields
+    for number, line in read_lines(path, expected):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < low or (high is not None and len(fields) > high):
+            raise DatasetFormatError(
+                f"{path}:{number}: found {len(fields)} fields in {line.strip()!r}; "
+                f"expected {expected}"
+            )
+        yield number, fields
 
 
 def parse_number(text: str, kind: Callable[[str], Any], where: str, expected: str) -> Any:
@@ -177,15 +219,35 @@ def parse_number(text: str, kind: Callable[[str], Any], where: str, expected: st
     return value
 
 
-class BoxChecker:
-    """Checks ground-truth boxes against their image and applies the ``on_bad_box`` policy.
+def short_float(value: float) -> str:
+    """A float32 coordinate as its shortest text: ``296.65``, not ``296.6499938964844``."""
+    return str(np.float32(value))
 
-    A box is bad when it is degenerate (``x2 <= x1`` or ``y2 <= y1``) or lies outside the image
-    by more than :data:`BOX_TOLERANCE` pixels (``x1 < -1``, ``y1 < -1``, ``x2 > W + 1`` or
-    ``y2 > H + 1``). Policies:
+
+class BoxChecker:
+    """Checks ground-truth boxes against their image and applies the loader's box policies.
+
+    Three kinds of box are not usable as they stand:
+
+    * malformed: a negative width or height (``x2 < x1`` or ``y2 < y1``), or outside the image by
+      more than :data:`BOX_TOLERANCE` pixels (``x1 < -1``, ``y1 < -1``, ``x2 > W + 1`` or
+      ``y2 > H + 1``);
+    * degenerate: inside the image but of zero width or height (``x2 == x1`` or ``y2 == y1``).
+      The official COCO 2017 release has a few (e.g. annotation 918 of ``instances_train2017.json``,
+      ``bbox [296.65, 388.33, 1.03, 0.0]``).
+
+    ``on_degenerate_box`` decides about degenerate boxes:
+
+    * ``"skip"`` (default of the COCO loaders): leave them out; :meth:`finish` warns once with the
+      count and the first one, and the count stays on the checker (``num_degenerate``; the loaders
+      copy it to ``num_degenerate_boxes``).
+    * ``"error"`` (default of CUB and ILSVRC, whose official releases have none): they are bad
+      boxes, handled by ``on_bad_box``.
+
+    ``on_bad_box`` decides about bad boxes:
 
     * ``"error"`` (default of every loader): raise :class:`BadBoxError` naming the annotation
-      file and line.
+      file and line and the box as written there.
     * ``"clip"``: clip out-of-image boxes to ``[0, W] x [0, H]``; boxes with no area, before or
       after clipping, are dropped (they cannot be repaired) and counted as skipped.
     * ``"skip"``: drop every bad box.
@@ -197,16 +259,25 @@ class BoxChecker:
     Args:
         on_bad_box: ``"error"``, ``"clip"`` or ``"skip"``.
         dataset: a short name used in the warning, e.g. ``"CUB test"``.
+        on_degenerate_box: ``"error"`` or ``"skip"``.
     """
 
-    def __init__(self, on_bad_box: str, dataset: str):
+    def __init__(self, on_bad_box: str, dataset: str, on_degenerate_box: str = "error"):
         if on_bad_box not in BAD_BOX_POLICIES:
             raise ValueError(f"on_bad_box={on_bad_box!r}; expected one of {BAD_BOX_POLICIES}")
+        if on_degenerate_box not in DEGENERATE_BOX_POLICIES:
+            raise ValueError(
+                f"on_degenerate_box={on_degenerate_box!r}; expected one of "
+                f"{DEGENERATE_BOX_POLICIES}"
+            )
         self.on_bad_box = on_bad_box
+        self.on_degenerate_box = on_degenerate_box
         self.dataset = dataset
         self.num_clipped = 0
         self.num_skipped = 0
+        self.num_degenerate = 0
         self.num_images_without_boxes = 0
+        self.first_degenerate: str | None = None
 
     def __call__(
         self,
@@ -215,6 +286,7 @@ class BoxChecker:
         size: tuple[int, int],
         image: str,
         required: bool = True,
+        written: Sequence[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Check the boxes of one image.
 
@@ -224,7 +296,11 @@ class BoxChecker:
             size: ``(H, W)`` of the image.
             image: the image path, quoted in errors.
             required: whether the image must keep at least one box (counted in
-                ``num_images_without_boxes`` when a policy removes all of them).
+                ``num_images_without_boxes`` when a policy removes all of them; an error when
+                only degenerate boxes were left out and ``on_bad_box="error"``).
+            written: ``K`` strings showing each box as the file writes it, e.g.
+                ``"x y w h = 296.65 388.33 1.03 0.0"``; by default the float32 ``[x1, y1, x2,
+                y2]`` in their shortest form.
 
         Returns:
             ``(boxes, kept)``: ``(K', 4)`` float32, the boxes kept (clipped where the policy says
@@ -235,35 +311,67 @@ class BoxChecker:
         """
         if len(boxes) == 0:
             return boxes.reshape(0, 4).astype(np.float32), np.zeros(0, dtype=np.int64)
+        if written is None:
+            written = [
+                f"[x1, y1, x2, y2] = [{', '.join(short_float(v) for v in box)}]" for box in boxes
+            ]
         height, width = size
         x1, y1, x2, y2 = boxes.T
-        degenerate = (x2 <= x1) | (y2 <= y1)
+        inverted = (x2 < x1) | (y2 < y1)
+        zero = ((x2 == x1) | (y2 == y1)) & ~inverted
         outside = (
             (x1 < -BOX_TOLERANCE)
             | (y1 < -BOX_TOLERANCE)
             | (x2 > width + BOX_TOLERANCE)
             | (y2 > height + BOX_TOLERANCE)
         )
-        bad = degenerate | outside
+        left_out = zero & ~outside if self.on_degenerate_box == "skip" else np.zeros_like(zero)
+        bad = (inverted | zero | outside) & ~left_out
+        if left_out.any():
+            self.num_degenerate += int(left_out.sum())
+            if self.first_degenerate is None:
+                k = int(np.flatnonzero(left_out)[0])
+                self.first_degenerate = f"{sources[k]}: box {written[k]}"
         if not bad.any():
-            return boxes, np.arange(len(boxes))
+            keep = ~left_out
+            if required and not keep.any():
+                if self.on_bad_box == "error":
+                    k = int(np.flatnonzero(left_out)[0])
+                    raise BadBoxError(
+                        f"{sources[k]}: box {written[k]} of {image} has no area (zero width or "
+                        "height) and the image has no other box; expected at least one box with "
+                        "x2 > x1 and y2 > y1 per image: fix the annotation, or pass "
+                        "on_bad_box='skip' to keep the image without boxes"
+                    )
+                self.num_images_without_boxes += 1
+            if keep.all():
+                return boxes, np.arange(len(boxes))
+            return np.ascontiguousarray(boxes[keep], dtype=np.float32), np.flatnonzero(keep)
         if self.on_bad_box == "error":
             k = int(np.flatnonzero(bad)[0])
-            what = (
-                "has no area (expected x2 > x1 and y2 > y1)"
-                if degenerate[k]
-                else f"lies outside the {width}x{height} image by more than {BOX_TOLERANCE:g} px "
-                f"(expected -1 <= x1, y1 and x2 <= {width + 1:g}, y2 <= {height + 1:g})"
-            )
+            if inverted[k]:
+                what = "has a negative width or height (expected x2 > x1 and y2 > y1)"
+                remedy = "fix the annotation"
+            elif zero[k] and not outside[k]:
+                what = "has no area: zero width or height (expected x2 > x1 and y2 > y1)"
+                remedy = (
+                    "fix the annotation, or pass on_degenerate_box='skip' to leave such boxes "
+                    "out with a counted warning"
+                )
+            else:
+                what = (
+                    f"lies outside the {width}x{height} image by more than {BOX_TOLERANCE:g} px "
+                    f"(expected -1 <= x1, y1 and x2 <= {width + 1:g}, y2 <= {height + 1:g})"
+                )
+                remedy = "fix the annotation"
             raise BadBoxError(
-                f"{sources[k]}: box [x1, y1, x2, y2] = {boxes[k].tolist()} of {image} {what}; "
-                "fix the annotation, or pass on_bad_box='clip' or 'skip' to repair or drop "
-                "such boxes with a warning"
+                f"{sources[k]}: box {written[k]} of {image} {what}; {remedy}, or pass "
+                "on_bad_box='clip' or 'skip' to repair or drop such boxes with a warning"
             )
-        keep = ~bad
+        keep = ~(bad | left_out)
         if self.on_bad_box == "clip":
             # Only the boxes found outside are clipped: boxes within the tolerance stay as given.
-            repair = outside & ~degenerate
+            repair = bad & outside & ~zero & ~inverted
             clipped = boxes.copy()
             clipped[repair, 0::2] = clipped[repair, 0::2].clip(0, width)
             clipped[repair, 1::2] = clipped[repair, 1::2].clip(0, height)
@@ -272,23 +380,41 @@ class BoxChecker:
             self.num_clipped += int(repaired.sum())
             keep = keep | repaired
             boxes = clipped
-        self.num_skipped += int((~keep).sum())
+        self.num_skipped += int((bad & ~keep).sum())
         if required and not keep.any():
             self.num_images_without_boxes += 1
         return np.ascontiguousarray(boxes[keep], dtype=np.float32), np.flatnonzero(keep)
 
     def finish(self) -> None:
-        """Warn once with the exact counts if any box was clipped or skipped."""
-        if self.num_clipped == 0 and self.num_skipped == 0:
-            return
-        message = (
-            f"{self.dataset}: on_bad_box={self.on_bad_box!r} clipped {self.num_clipped} and "
-            f"skipped {self.num_skipped} ground-truth boxes that were outside the image or had "
-            "no area"
+        """Warn once per kind, with the exact counts: boxes clipped or skipped, degenerate ones."""
+        images = (
+            f"; {self.num_images_without_boxes} images were left without any box"
+            if self.num_images_without_boxes
+            else ""
         )
-        if self.num_images_without_boxes:
-            message += f"; {self.num_images_without_boxes} images were left without any box"
-        warnings.warn(message, DatasetWarning, stacklevel=3)
+        if self.num_clipped or self.num_skipped:
+            warnings.warn(
+                f"{self.dataset}: on_bad_box={self.on_bad_box!r} clipped {self.num_clipped} and "
+                f"skipped {self.num_skipped} ground-truth boxes that were outside the image or "
+                f"had no area{images}",
+                DatasetWarning,
+                stacklevel=3,
+            )
+            images = ""
+        if self.num_degenerate:
+            warnings.warn(
+                f"{self.dataset}: left out {self.num_degenerate} ground-truth boxes of zero width "
+                f"or height (on_degenerate_box='skip'), the first at {self.first_degenerate}"
+                f"{images}",
+                DatasetWarning,
+                stacklevel=3,
+            )
+
+
+def left_out_note(dataset: Any) -> str:
+    """``", 3 degenerate boxes left out"`` for a dataset's repr when there are any, else ``""``."""
+    count = getattr(dataset, "num_degenerate_boxes", 0)
+    return f", {count} degenerate boxes left out" if count else ""
 
 
 def boxes_array(rows: Sequence[Sequence[float]]) -> np.ndarray:

@@ -5,7 +5,8 @@ Layout of ``root`` (the extracted ``CUB_200_2011/`` folder)::
     images.txt               "<image id> <class folder>/<file>.jpg"
     image_class_labels.txt   "<image id> <class id, 1-based>"
     train_test_split.txt     "<image id> <1 = train | 0 = test>"
-    bounding_boxes.txt       "<image id> x y w h" (floats; several lines per id are all kept)
+    bounding_boxes.txt       "<image id> x y w h" (floats; several lines per id are all kept,
+                             a repeated line is an error)
     classes.txt              "<class id> <class folder>"
     images/<class folder>/<file>.jpg
     segmentations/<class folder>/<file>.png    optional: the separate segmentation release
@@ -17,7 +18,10 @@ train split is divided into ``"train"`` and ``"val"``: if ``val_images.txt`` exi
 ``"val"`` (each must be a train image); otherwise ``"val"`` holds ``val_per_class`` images of
 every class, the ones whose ``sha256("<val_seed>:<image id>")`` hex digests sort first. That
 choice depends only on the files and the seed (no random number generator whose stream could
-change between library versions). ``"train"`` is the official train split without ``"val"``.
+change between library versions). ``"train"`` is the official train split without ``"val"``;
+building it raises :class:`~wsolkit.data.common.EmptySplitError` when the hold-out leaves a class
+without any train image (a small dataset with ``val_per_class`` or more train images per class
+only), naming the largest ``val_per_class`` that fits.
 This validation set is not the CUBV2 set of wsolevaluation (Choe et al., CVPR 2020), which
 consists of extra images; put its ids in ``val_images.txt`` to use another subset.
 """
@@ -37,9 +41,11 @@ from wsolkit.data.common import (
     AnnotatedImages,
     BoxChecker,
     DatasetFormatError,
+    EmptySplitError,
     boxes_array,
     check_split,
     image_size,
+    left_out_note,
     parse_number,
     read_fields,
     require_dir,
@@ -85,11 +91,18 @@ def _read_id_table(
     return table
 
 
-def _read_boxes(
-    path: str, known_ids: dict[str, Any]
-) -> dict[str, tuple[list[list[float]], list[str]]]:
-    """Read ``"<id> x y w h"`` lines into ``{id: (xyxy rows, "file:line" sources)}``."""
-    boxes: dict[str, tuple[list[list[float]], list[str]]] = defaultdict(lambda: ([], []))
+#: Per image id: the ``[x1, y1, x2, y2]`` rows, their ``"file:line"`` and the box as written.
+Boxes = dict[str, tuple[list[list[float]], list[str], list[str]]]
+
+
+def _read_boxes(path: str, known_ids: dict[str, Any]) -> Boxes:
+    """Read ``"<id> x y w h"`` lines into ``{id: (xyxy rows, "file:line" sources, as written)}``.
+
+    A line that repeats an earlier box of the same image (the same four numbers) is an error: the
+    official files list each box once, so a repeat is an editing slip that would double the box.
+    """
+    boxes: Boxes = defaultdict(lambda: ([], [], []))
+    seen: dict[tuple[str, tuple[float, ...]], int] = {}
     name = os.path.basename(path)
     for number, fields in read_fields(path, 5, EXPECTED[name]):
         where = f"{path}:{number}"
@@ -98,9 +111,17 @@ def _read_boxes(
                 f"{where}: image id {fields[0]} is not in {IMAGES}; expected ids of {IMAGES}"
             )
         x, y, w, h = [parse_number(f, float, where, EXPECTED[name]) for f in fields[1:]]
-        rows, sources = boxes[fields[0]]
+        key = (fields[0], (x, y, w, h))
+        if key in seen:
+            raise DatasetFormatError(
+                f"{where}: box x y w h = {' '.join(fields[1:])} of image id {fields[0]} repeats "
+                f"line {seen[key]}; expected each box once: remove the repeated line"
+            )
+        seen[key] = number
+        rows, sources, written = boxes[fields[0]]
         rows.append(xywh_to_xyxy(x, y, w, h))
         sources.append(where)
+        written.append(f"x y w h = {' '.join(fields[1:])}")
     return boxes
 
 
@@ -161,6 +182,8 @@ class CUBDataset(AnnotatedImages):
             ``val_images.txt``.
         val_seed: seed of that holdout.
         on_bad_box: ``"error"``, ``"clip"`` or ``"skip"`` (see :class:`wsolkit.data.BoxChecker`).
+        on_degenerate_box: ``"error"`` (the official release has no box of zero width or
+            height) or ``"skip"`` to leave such boxes out with a counted warning.
 
     Attributes:
         class_names: the ``C`` names from ``classes.txt``; labels index this list (0-based).
@@ -174,6 +197,15 @@ class CUBDataset(AnnotatedImages):
         has_masks: whether samples carry a ``"mask"``.
         num_boxes_clipped, num_boxes_skipped, num_images_without_boxes: what ``on_bad_box``
             did (all 0 with ``"error"``).
+        num_degenerate_boxes: boxes of zero width or height left out (``on_degenerate_box``).
+
+    Raises:
+        DatasetFormatError: a missing or malformed file, naming the file, the line and the
+            expected form; an empty ``classes.txt`` or ``images.txt``; two image ids for one
+            file; a repeated box line.
+        EmptySplitError: ``"train"`` when the validation hold-out takes every train image of a
+            class.
+        BadBoxError: a box outside its image or without area (``on_bad_box="error"``).
 
     A sample is ``{"image", "label", "boxes", "mask" (if has_masks), "part_boxes" (if
     available), "image_id", "path", "orig_size"}``; see :mod:`wsolkit`.
@@ -191,6 +223,7 @@ class CUBDataset(AnnotatedImages):
         val_per_class: int = 5,
         val_seed: int = 0,
         on_bad_box: str = "error",
+        on_degenerate_box: str = "error",
     ):
         check_split(split, self.SPLITS, "CUBDataset")
         if with_masks not in (True, False, "auto"):
@@ -209,9 +242,27 @@ class CUBDataset(AnnotatedImages):
                     f"{len(self.class_names) + 1} ({EXPECTED[CLASSES]})"
                 )
             self.class_names.append(fields[1])
+        if not self.class_names:
+            raise DatasetFormatError(
+                f"{classes_path}: no classes (the file is empty); expected {EXPECTED[CLASSES]}"
+            )
         self.num_classes = len(self.class_names)
 
         images = _read_id_table(root, IMAGES, 2)
+        images_path = os.path.join(root, IMAGES)
+        if not images:
+            raise DatasetFormatError(
+                f"{images_path}: no images (the file is empty); expected {EXPECTED[IMAGES]}"
+            )
+        named: dict[str, tuple[str, int]] = {}
+        for image_id, (number, (relpath,)) in images.items():
+            if relpath in named:
+                other, line = named[relpath]
+                raise DatasetFormatError(
+                    f"{images_path}:{number}: image id {image_id} names the file {relpath}, "
+                    f"which image id {other} names on line {line}; expected one id per file"
+                )
+            named[relpath] = (image_id, number)
         labels = _read_id_table(root, LABELS, 2)
         official = _read_id_table(root, SPLIT, 2)
         for name, table in ((LABELS, labels), (SPLIT, official)):
@@ -257,6 +308,8 @@ class CUBDataset(AnnotatedImages):
                 )
 
         val_ids = self._val_ids(root, images, is_train, label_of, val_per_class, val_seed)
+        if split == "train":
+            self._check_holdout(root, images, is_train, label_of, val_ids, val_per_class)
         if split == "test":
             ids = [i for i in images if not is_train[i]]
         elif split == "val":
@@ -273,7 +326,7 @@ class CUBDataset(AnnotatedImages):
             require_dir(seg_root, "the CUB segmentation release: <class folder>/<file>.png")
         self.has_masks = with_masks is True or (with_masks == "auto" and os.path.isdir(seg_root))
 
-        checker = BoxChecker(on_bad_box, f"CUB {split}")
+        checker = BoxChecker(on_bad_box, f"CUB {split}", on_degenerate_box)
         images_dir = os.path.join(root, "images")
         require_dir(images_dir, EXPECTED["images"])
         self.image_ids: list[str] = ids
@@ -292,12 +345,14 @@ class CUBDataset(AnnotatedImages):
                     f"{os.path.join(root, BOXES)}: no box for image id {image_id} ({relpath}); "
                     f"expected at least one line {EXPECTED[BOXES]} per image"
                 )
-            rows, sources = boxes[image_id]
-            self.boxes.append(checker(boxes_array(rows), sources, size, path)[0])
+            rows, sources, written = boxes[image_id]
+            self.boxes.append(checker(boxes_array(rows), sources, size, path, written=written)[0])
             if parts is not None:
-                rows, sources = parts.get(image_id, ([], []))
+                rows, sources, written = parts.get(image_id, ([], [], []))
                 self.part_boxes.append(
-                    checker(boxes_array(rows), sources, size, path, required=False)[0]
+                    checker(
+                        boxes_array(rows), sources, size, path, required=False, written=written
+                    )[0]
                 )
             if self.mask_paths is not None:
                 mask_path = os.path.join(seg_root, os.path.splitext(relpath)[0] + ".png")
@@ -309,6 +364,50 @@ class CUBDataset(AnnotatedImages):
         self.num_boxes_clipped = checker.num_clipped
         self.num_boxes_skipped = checker.num_skipped
         self.num_images_without_boxes = checker.num_images_without_boxes
+        self.num_degenerate_boxes = checker.num_degenerate
+
+    def _check_holdout(
+        self,
+        root: str,
+        images: dict[str, tuple[int, list[str]]],
+        is_train: dict[str, bool],
+        label_of: dict[str, int],
+        val_ids: set[str],
+        val_per_class: int,
+    ) -> None:
+        """Refuse a train split that the validation hold-out leaves without some class."""
+        train_per_class: dict[int, int] = defaultdict(int)
+        kept_per_class: dict[int, int] = defaultdict(int)
+        for image_id in images:
+            if is_train[image_id]:
+                train_per_class[label_of[image_id]] += 1
+                kept_per_class[label_of[image_id]] += image_id not in val_ids
+        emptied = sorted(c for c, n in train_per_class.items() if kept_per_class[c] == 0)
+        if not emptied:
+            return
+        first = emptied[0]
+        name = f"class {first + 1} ({self.class_names[first]})"
+        others = f" and {len(emptied) - 1} other classes" if len(emptied) > 1 else ""
+        val_path = os.path.join(root, VAL_IMAGES)
+        if os.path.isfile(val_path):
+            raise EmptySplitError(
+                f"{val_path}: lists every train image of {name} "
+                f"({train_per_class[first]} images){others}, so the train split has none of it; "
+                "expected each class to keep at least one train image: list fewer images there"
+            )
+        fits = min(train_per_class.values()) - 1
+        advice = (
+            f"pass val_per_class={fits} (the most that leaves every class a train image)"
+            if fits > 0
+            else "pass val_per_class=0 (no validation split)"
+        )
+        raise EmptySplitError(
+            f"CUB train at {root}: the validation hold-out (val_per_class={val_per_class} images "
+            f"per class, no {VAL_IMAGES}) takes all {train_per_class[first]} train images of "
+            f"{name}{others}, which leaves the train split without them; expected more "
+            f"than {val_per_class} train images per class: {advice}, or list the validation "
+            f"images in {val_path} ({EXPECTED[VAL_IMAGES]})"
+        )
 
     @staticmethod
     def _val_ids(
@@ -370,5 +469,5 @@ class CUBDataset(AnnotatedImages):
         return (
             f"CUBDataset(root={self.root!r}, split={self.split!r}: {len(self)} images, "
             f"{self.num_classes} classes, {sum(map(len, self.boxes))} boxes, "
-            f"masks={self.has_masks})"
+            f"masks={self.has_masks}{left_out_note(self)})"
         )

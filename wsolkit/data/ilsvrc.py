@@ -22,12 +22,18 @@ Classic (the ILSVRC2012 tar files)::
 Splits. ``"val"`` is the 50,000-image localization set: every image must have boxes, all of one
 wnid, which gives its label. ``"train"`` takes its label from the folder; only about 40% of the
 train images were annotated with boxes, so the others get empty ``(0, 4)`` boxes (boxes are read
-from the train XML folder when it exists and ``train_boxes=True``).
+from the train XML folder when it exists and ``train_boxes=True``). A train XML file without any
+``<object>`` leaves its image unannotated too, counted in a warning.
+
+Boxes are checked against the image itself (its header, read when the dataset is built), not
+against the XML's ``<size>``: an XML file whose ``<size>`` differs from its image is counted in a
+warning, and a box outside the real image is an error.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from typing import Any
@@ -37,10 +43,13 @@ from wsolkit.data.common import (
     AnnotatedImages,
     BoxChecker,
     DatasetFormatError,
+    DatasetWarning,
     boxes_array,
     check_split,
     image_size,
+    left_out_note,
     parse_number,
+    read_lines,
     require_dir,
     require_file,
 )
@@ -75,6 +84,14 @@ def detect_layout(root: str) -> str:
     )
 
 
+def default_annotation_dir(root: str, layout: str, split: str) -> str:
+    """The XML folder of a split: ``ILSVRC/Annotations/CLS-LOC/<split>`` (Kaggle) or
+    ``<split>_boxes`` (classic)."""
+    if layout == "kaggle":
+        return os.path.join(root, "ILSVRC", "Annotations", "CLS-LOC", split)
+    return os.path.join(root, f"{split}_boxes")
+
+
 def read_synset_mapping(path: str) -> tuple[list[str], list[str]]:
     """Read ``LOC_synset_mapping.txt``.
 
@@ -87,36 +104,46 @@ def read_synset_mapping(path: str) -> tuple[list[str], list[str]]:
     wnids: list[str] = []
     names: list[str] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.split(maxsplit=1)
-            if len(fields) != 2:
-                raise DatasetFormatError(
-                    f"{path}:{number}: found {line.strip()!r}; expected {EXPECTED[MAPPING]}"
-                )
-            if fields[0] in seen:
-                raise DatasetFormatError(
-                    f"{path}:{number}: wnid {fields[0]} already appeared on line "
-                    f"{seen[fields[0]]}; expected each wnid once"
-                )
-            seen[fields[0]] = number
-            wnids.append(fields[0])
-            names.append(fields[1].strip())
+    for number, line in read_lines(path, EXPECTED[MAPPING]):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2:
+            raise DatasetFormatError(
+                f"{path}:{number}: found {line.strip()!r}; expected {EXPECTED[MAPPING]}"
+            )
+        if fields[0] in seen:
+            raise DatasetFormatError(
+                f"{path}:{number}: wnid {fields[0]} already appeared on line "
+                f"{seen[fields[0]]}; expected each wnid once"
+            )
+        seen[fields[0]] = number
+        wnids.append(fields[0])
+        names.append(fields[1].strip())
+    if not wnids:
+        raise DatasetFormatError(
+            f"{path}: no classes (the file is empty); expected {EXPECTED[MAPPING]}"
+        )
     return wnids, names
 
 
-def parse_voc_xml(path: str) -> tuple[tuple[int, int], list[str], np.ndarray, list[str]]:
+#: What :func:`parse_voc_xml` and :func:`read_val_csv` give per image: the ``K`` wnids, the
+#: ``(K, 4)`` float32 boxes, ``K`` places (``"file (object k)"`` or ``"file:line"``) and ``K``
+#: boxes as written (``"xmin ymin xmax ymax = 5 4 30 25"``).
+Objects = tuple[list[str], np.ndarray, list[str], list[str]]
+
+
+def parse_voc_xml(path: str) -> tuple[tuple[int, int], list[str], np.ndarray, list[str], list[str]]:
     """Parse one PASCAL VOC annotation of ILSVRC.
 
     Args:
         path: the XML file.
 
     Returns:
-        ``(size, wnids, boxes, sources)``: ``size`` is ``(H, W)`` from ``<size>``, ``wnids`` the
-        ``K`` object names, ``boxes`` ``(K, 4)`` float32 ``[xmin, ymin, xmax, ymax]`` as given,
-        ``sources`` ``K`` strings ``"<path> (object k)"``.
+        ``(size, wnids, boxes, sources, written)``: ``size`` is ``(H, W)`` from ``<size>``,
+        ``wnids`` the ``K`` object names, ``boxes`` ``(K, 4)`` float32 ``[xmin, ymin, xmax,
+        ymax]`` as given, ``sources`` ``K`` strings ``"<path> (object k)"``, ``written`` ``K``
+        strings with the coordinates as the file writes them.
 
     Raises:
         DatasetFormatError: not XML, a missing element or a non-numeric value.
@@ -140,61 +167,63 @@ def parse_voc_xml(path: str) -> tuple[tuple[int, int], list[str], np.ndarray, li
         raise DatasetFormatError(f"{path}: missing <size>; expected {EXPECTED['xml']}")
     width = parse_number(text(size, "width", path), int, path, EXPECTED["xml"])
     height = parse_number(text(size, "height", path), int, path, EXPECTED["xml"])
-    wnids, rows, sources = [], [], []
+    wnids, rows, sources, written = [], [], [], []
     for k, obj in enumerate(root.iter("object"), start=1):
         where = f"{path} (object {k})"
         wnids.append(text(obj, "name", where))
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise DatasetFormatError(f"{where}: missing <bndbox>; expected {EXPECTED['xml']}")
-        rows.append(
-            [
-                parse_number(text(bndbox, tag, where), float, where, EXPECTED["xml"])
-                for tag in ("xmin", "ymin", "xmax", "ymax")
-            ]
-        )
+        values = [text(bndbox, tag, where) for tag in ("xmin", "ymin", "xmax", "ymax")]
+        rows.append([parse_number(v, float, where, EXPECTED["xml"]) for v in values])
         sources.append(where)
-    return (height, width), wnids, boxes_array(rows), sources
+        written.append(f"xmin ymin xmax ymax = {' '.join(values)}")
+    return (height, width), wnids, boxes_array(rows), sources, written
 
 
-def read_val_csv(path: str) -> dict[str, tuple[list[str], np.ndarray, list[str]]]:
-    """Read ``LOC_val_solution.csv`` into ``{ImageId: (wnids, (K, 4) float32 boxes, sources)}``.
+def read_val_csv(path: str) -> dict[str, Objects]:
+    """Read ``LOC_val_solution.csv`` into ``{ImageId: (wnids, boxes, sources, written)}``
+    (see :data:`Objects`).
 
     Raises:
         DatasetFormatError: a wrong header, a wrong number of fields, a repeated ImageId or a
             non-numeric coordinate, naming the line.
     """
-    table: dict[str, tuple[list[str], np.ndarray, list[str]]] = {}
+    table: dict[str, Objects] = {}
     lines: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        header = handle.readline().strip()
-        if header != CSV_HEADER:
+    for number, line in read_lines(path, EXPECTED[VAL_CSV]):
+        if number == 1:
+            if line.strip() != CSV_HEADER:
+                raise DatasetFormatError(
+                    f"{path}:1: header {line.strip()!r}; expected {EXPECTED[VAL_CSV]}"
+                )
+            continue
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = line.strip().split(",")
+        tokens = fields[1].split() if len(fields) == 2 else []
+        if len(fields) != 2 or not tokens or len(tokens) % 5:
             raise DatasetFormatError(
-                f"{path}:1: header {header!r}; expected {EXPECTED[VAL_CSV]}"
+                f"{where}: found {line.strip()!r}; expected {EXPECTED[VAL_CSV]}"
             )
-        for number, line in enumerate(handle, start=2):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            fields = line.strip().split(",")
-            tokens = fields[1].split() if len(fields) == 2 else []
-            if len(fields) != 2 or not tokens or len(tokens) % 5:
-                raise DatasetFormatError(
-                    f"{where}: found {line.strip()!r}; expected {EXPECTED[VAL_CSV]}"
-                )
-            image_id = fields[0]
-            if image_id in lines:
-                raise DatasetFormatError(
-                    f"{where}: ImageId {image_id} already appeared on line {lines[image_id]}; "
-                    "expected each image once"
-                )
-            lines[image_id] = number
-            groups = [tokens[i : i + 5] for i in range(0, len(tokens), 5)]
-            rows = [
-                [parse_number(v, float, where, EXPECTED[VAL_CSV]) for v in group[1:]]
-                for group in groups
-            ]
-            table[image_id] = ([g[0] for g in groups], boxes_array(rows), [where] * len(groups))
+        image_id = fields[0]
+        if image_id in lines:
+            raise DatasetFormatError(
+                f"{where}: ImageId {image_id} already appeared on line {lines[image_id]}; "
+                "expected each image once"
+            )
+        lines[image_id] = number
+        groups = [tokens[i : i + 5] for i in range(0, len(tokens), 5)]
+        rows = [
+            [parse_number(v, float, where, EXPECTED[VAL_CSV]) for v in group[1:]]
+            for group in groups
+        ]
+        written = [f"xmin ymin xmax ymax = {' '.join(group[1:])}" for group in groups]
+        wnids = [g[0] for g in groups]
+        table[image_id] = (wnids, boxes_array(rows), [where] * len(groups), written)
+    if not lines:
+        raise DatasetFormatError(f"{path}: no image lines; expected {EXPECTED[VAL_CSV]}")
     return table
 
 
@@ -238,9 +267,12 @@ class ILSVRCDataset(AnnotatedImages):
         annotation_dir: the XML folder of this split, replacing the layout's default
             (``ILSVRC/Annotations/CLS-LOC/<split>`` for Kaggle, ``val_boxes`` or ``train_boxes``
             for the classic layout).
-        train_boxes: read the train XML files where they exist (about 544k files: this takes
-            minutes on the full set); ``False`` gives every train image empty boxes.
+        train_boxes: read the train XML files where they exist (about 544k files, and the
+            header of each annotated image: this takes minutes on the full set); ``False`` gives
+            every train image empty boxes.
         on_bad_box: ``"error"``, ``"clip"`` or ``"skip"`` (see :class:`wsolkit.data.BoxChecker`).
+        on_degenerate_box: ``"error"`` or ``"skip"`` (leave boxes of zero width or height out,
+            with a counted warning).
 
     Attributes:
         layout: the layout found.
@@ -248,9 +280,14 @@ class ILSVRCDataset(AnnotatedImages):
         image_ids, paths: per image, the file stem and the full path.
         labels: ``(N,)`` int64.
         boxes: ``N`` arrays ``(K_i, 4)`` float32 (``K_i = 0`` for unannotated train images).
-        sizes: ``N`` tuples ``(H, W)``, or ``None`` for train images without annotation.
+        sizes: ``N`` tuples ``(H, W)`` read from the image headers, or ``None`` for train images
+            without annotation.
         box_source: ``"xml"``, ``"csv"`` or ``None`` (train without XML).
         num_boxes_clipped, num_boxes_skipped, num_images_without_boxes: what ``on_bad_box`` did.
+        num_degenerate_boxes: boxes of zero width or height left out (``on_degenerate_box``).
+        num_size_mismatches: XML files whose ``<size>`` differs from their image (warned).
+        num_empty_annotations: train XML files without any ``<object>`` (warned; their images
+            count as unannotated).
 
     A sample is ``{"image", "label", "boxes", "image_id", "path", "orig_size"}``.
     """
@@ -267,6 +304,7 @@ class ILSVRCDataset(AnnotatedImages):
         annotation_dir: str | os.PathLike | None = None,
         train_boxes: bool = True,
         on_bad_box: str = "error",
+        on_degenerate_box: str = "error",
     ):
         check_split(split, self.SPLITS, "ILSVRCDataset")
         if layout not in ("auto", "kaggle", "classic"):
@@ -278,12 +316,8 @@ class ILSVRCDataset(AnnotatedImages):
         self.transform = transform
         require_dir(root, "the ILSVRC 2012 root (Kaggle or classic layout)")
         self.layout = detect_layout(root) if layout == "auto" else layout
-        if self.layout == "kaggle":
-            data = os.path.join(root, "ILSVRC", "Data", "CLS-LOC")
-            default_xml = os.path.join(root, "ILSVRC", "Annotations", "CLS-LOC", split)
-        else:
-            data = root
-            default_xml = os.path.join(root, f"{split}_boxes")
+        data = os.path.join(root, "ILSVRC", "Data", "CLS-LOC") if self.layout == "kaggle" else root
+        default_xml = default_annotation_dir(root, self.layout, split)
         self.image_dir = os.path.join(data, split)
         self.annotation_dir = os.fspath(annotation_dir or default_xml)
 
@@ -309,7 +343,9 @@ class ILSVRCDataset(AnnotatedImages):
         labels: list[int] = []
         self.boxes: list[np.ndarray] = []
         self.sizes: list[tuple[int, int] | None] = []
-        checker = BoxChecker(on_bad_box, f"ILSVRC {split}")
+        checker = BoxChecker(on_bad_box, f"ILSVRC {split}", on_degenerate_box)
+        self._mismatches: list[str] = []
+        self._empty: list[str] = []
         if split == "train":
             self._build_train(train_dir, train_boxes, labels, checker)
         else:
@@ -319,6 +355,50 @@ class ILSVRCDataset(AnnotatedImages):
         self.num_boxes_clipped = checker.num_clipped
         self.num_boxes_skipped = checker.num_skipped
         self.num_images_without_boxes = checker.num_images_without_boxes
+        self.num_degenerate_boxes = checker.num_degenerate
+        self.num_size_mismatches = len(self._mismatches)
+        self.num_empty_annotations = len(self._empty)
+        if self._mismatches:
+            warnings.warn(
+                f"ILSVRC {split}: {len(self._mismatches)} XML files give a <size> that differs "
+                f"from their image, the first {self._mismatches[0]}; their boxes were checked "
+                "against the image",
+                DatasetWarning,
+                stacklevel=2,
+            )
+        if self._empty:
+            warnings.warn(
+                f"ILSVRC train: {len(self._empty)} XML files have no <object>, the first "
+                f"{self._empty[0]}; their images count as unannotated (boxes (0, 4)), like the "
+                "train images without an XML file",
+                DatasetWarning,
+                stacklevel=2,
+            )
+
+    def _check_xml_boxes(
+        self,
+        parsed: tuple[tuple[int, int], list[str], np.ndarray, list[str], list[str]],
+        xml_path: str,
+        image: str,
+        checker: BoxChecker,
+        required: bool,
+    ) -> tuple[tuple[int, int], np.ndarray]:
+        """Check the boxes of one parsed XML file against the image's own size (its header).
+
+        Returns:
+            ``(size, boxes kept)``, ``size`` ``(H, W)`` of the image.
+        """
+        claimed, _, rows, sources, written = parsed
+        size = image_size(image)
+        label = image
+        if claimed != size:
+            self._mismatches.append(
+                f"{xml_path} says {claimed[1]}x{claimed[0]} (W x H), the image is "
+                f"{size[1]}x{size[0]}"
+            )
+            label = f"{image} (its XML's <size> says {claimed[1]}x{claimed[0]})"
+        boxes, _ = checker(rows, sources, size, label, required=required, written=written)
+        return size, boxes
 
     def _label(self, wnid: str, where: str) -> int:
         if wnid not in self._index:
@@ -366,16 +446,18 @@ class ILSVRCDataset(AnnotatedImages):
                 boxes, size = _EMPTY, None
                 if image_id + ".xml" in xmls:
                     xmls.discard(image_id + ".xml")
-                    size, box_wnids, rows, sources = parse_voc_xml(
-                        os.path.join(xml_folder, image_id + ".xml")
-                    )
-                    for box_wnid, where in zip(box_wnids, sources):
+                    xml_path = os.path.join(xml_folder, image_id + ".xml")
+                    parsed = parse_voc_xml(xml_path)
+                    for box_wnid, where in zip(parsed[1], parsed[3]):
                         if box_wnid != wnid:
                             raise DatasetFormatError(
                                 f"{where}: box of class {box_wnid} for an image in folder "
                                 f"{wnid}; expected the folder's wnid"
                             )
-                    boxes = checker(rows, sources, size, path, required=False)[0]
+                    if parsed[1]:
+                        size, boxes = self._check_xml_boxes(parsed, xml_path, path, checker, False)
+                    else:
+                        self._empty.append(xml_path)
                 self.image_ids.append(image_id)
                 self.paths.append(path)
                 labels.append(label)
@@ -429,8 +511,7 @@ class ILSVRCDataset(AnnotatedImages):
                         f"{csv_path}: no line for val image {path}; expected "
                         f"{EXPECTED[VAL_CSV]} for every val image"
                     )
-                wnids, rows, sources = table.pop(image_id)
-                size = image_size(path)
+                wnids, rows, sources, written = table.pop(image_id)
             else:
                 xml_path = os.path.join(self.annotation_dir, image_id + ".xml")
                 if image_id + ".xml" not in xmls:
@@ -439,7 +520,8 @@ class ILSVRCDataset(AnnotatedImages):
                         f"{EXPECTED['xml']}"
                     )
                 xmls.discard(image_id + ".xml")
-                size, wnids, rows, sources = parse_voc_xml(xml_path)
+                parsed = parse_voc_xml(xml_path)
+                wnids, sources = parsed[1], parsed[3]
             source = xml_path if val_source == "xml" else csv_path
             wnid = self._single_wnid(wnids, sources, path, source)
             label = self._label(wnid, sources[0])
@@ -448,10 +530,15 @@ class ILSVRCDataset(AnnotatedImages):
                     f"{sources[0]}: boxes of class {wnid} for {path} in folder {folder_wnid}; "
                     "expected the folder's wnid"
                 )
+            if val_source == "csv":
+                size = image_size(path)
+                boxes = checker(rows, sources, size, path, written=written)[0]
+            else:
+                size, boxes = self._check_xml_boxes(parsed, xml_path, path, checker, True)
             self.image_ids.append(image_id)
             self.paths.append(path)
             labels.append(label)
-            self.boxes.append(checker(rows, sources, size, path)[0])
+            self.boxes.append(boxes)
             self.sizes.append(size)
         leftover = sorted(table) if val_source == "csv" else sorted(xmls)
         if leftover:
@@ -466,5 +553,6 @@ class ILSVRCDataset(AnnotatedImages):
         return (
             f"ILSVRCDataset(root={self.root!r}, split={self.split!r}, layout={self.layout!r}: "
             f"{len(self)} images, {self.num_classes} classes, "
-            f"{sum(map(len, self.boxes))} boxes from {self.box_source or 'no annotation'})"
+            f"{sum(map(len, self.boxes))} boxes from {self.box_source or 'no annotation'}"
+            f"{left_out_note(self)})"
         )

@@ -13,7 +13,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wsolkit.data.common import BadBoxError, DatasetFormatError, DatasetWarning, check_split
+from wsolkit.data.common import (
+    BadBoxError,
+    DatasetFormatError,
+    DatasetWarning,
+    check_split,
+    short_float,
+)
 
 __all__ = ["DATASETS", "VERIFY_SPLITS", "get_dataset", "verify"]
 
@@ -77,11 +83,7 @@ def _layout_problems(name: str, root: str, splits: Sequence[str]) -> list[str]:
             mapping = os.path.join(root, ilsvrc.MAPPING)
             needed.append((mapping, ilsvrc.EXPECTED[ilsvrc.MAPPING], os.path.isfile))
         if "val" in splits:
-            xml = (
-                os.path.join(root, "ILSVRC", "Annotations", "CLS-LOC", "val")
-                if layout == "kaggle"
-                else os.path.join(root, "val_boxes")
-            )
+            xml = ilsvrc.default_annotation_dir(root, layout, "val")
             csv = os.path.join(root, ilsvrc.VAL_CSV)
             if not os.path.isdir(xml) and not os.path.isfile(csv):
                 problems.append(
@@ -98,6 +100,116 @@ def _layout_problems(name: str, root: str, splits: Sequence[str]) -> list[str]:
     return missing + problems
 
 
+#: Options :func:`verify` builds each dataset with, beyond the split.
+VERIFY_OPTIONS = {"cub": {}, "ilsvrc": {}, "coco": {"with_masks": True}}
+
+
+def _build(
+    name: str,
+    root: str,
+    split: str,
+    options: dict[str, Any],
+    problems: list[str],
+    say: Callable[[str], None],
+) -> Any:
+    """Build one split for :func:`verify`; ``None`` (and the reasons in ``problems``) if it fails.
+
+    The warnings of the build (what the loader left out or read leniently, with counts) are
+    passed to ``say``; if boxes are bad, the split is built again with ``on_bad_box="skip"`` to
+    count them all.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DatasetWarning)
+        try:
+            dataset = get_dataset(name, root, split, **options)
+        except BadBoxError as error:
+            problems.append(str(error))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DatasetWarning)
+                try:
+                    dataset = get_dataset(name, root, split, on_bad_box="skip", **options)
+                except DatasetFormatError as other:
+                    problems.append(str(other))
+                    return None
+            problems.append(
+                f"{name} {split}: {dataset.num_boxes_skipped} bad boxes in all (outside the image "
+                "or without area)"
+            )
+        except DatasetFormatError as error:
+            problems.append(str(error))
+            return None
+    say(repr(dataset))
+    for warning in caught:
+        if issubclass(warning.category, DatasetWarning):
+            say(f"warning: {warning.message}")
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return dataset
+
+
+def _compare_val_sources(xml: Any, csv: Any) -> list[str]:
+    """Where ILSVRC's ``LOC_val_solution.csv`` and the val XML files disagree (labels, boxes)."""
+    def rows(boxes: Any) -> list[str]:
+        # ILSVRC writes integer pixel coordinates: show 14, not 14.0.
+        return [
+            " ".join(short_float(v).removesuffix(".0") for v in box)
+            for box in sorted(boxes.tolist())
+        ]
+
+    # Both builds list the same val images (each checks that every image has an annotation and
+    # every annotation an image), so they align index by index.
+    differ = [
+        index
+        for index in range(len(xml))
+        if xml.labels[index] != csv.labels[index]
+        or rows(xml.boxes[index]) != rows(csv.boxes[index])
+    ]
+    if not differ:
+        return []
+    k = differ[0]
+    return [
+        f"{os.path.join(csv.root, 'LOC_val_solution.csv')} and {xml.annotation_dir} disagree on "
+        f"{len(differ)} val images, the first {xml.image_ids[k]}: {csv.wnids[csv.labels[k]]} "
+        f"{'; '.join(rows(csv.boxes[k]))} in the CSV, {xml.wnids[xml.labels[k]]} "
+        f"{'; '.join(rows(xml.boxes[k]))} in the XML (xmin ymin xmax ymax); expected the same "
+        "boxes in both: download the one that is wrong again"
+    ]
+
+
+def _decode_all(
+    dataset: Any, description: str, progress: bool, workers: int
+) -> list[str]:
+    """Decode every sample of ``dataset`` (images, masks) on ``workers`` threads.
+
+    Decoding (PIL, pycocotools) releases the GIL for most of its time, so threads give most of a
+    process pool's speed without copying the dataset. Problems come back in index order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    def decode(index: int) -> str | None:
+        try:
+            dataset[index]
+        except DatasetFormatError as error:
+            return str(error)
+        return None
+
+    problems: list[str] = []
+    chunk = 256 * workers  # bounded: 1.3 million futures at once would cost far more memory
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+        total=len(dataset), desc=description, unit="img", disable=not progress, mininterval=1.0
+    ) as bar:
+        for start in range(0, len(dataset), chunk):
+            for problem in pool.map(decode, range(start, min(start + chunk, len(dataset)))):
+                if problem is not None:
+                    problems.append(problem)
+                bar.update()
+    return problems
+
+
 def verify(
     name: str,
     root: str | os.PathLike,
@@ -105,21 +217,33 @@ def verify(
     *,
     splits: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    workers: int | None = None,
 ) -> list[str]:
     """Check a dataset root and list what is missing or malformed.
 
     Checks the layout (every missing file or folder, with what it should hold), then builds each
     split with ``on_bad_box="error"``, which parses and cross-checks every annotation and
     validates every box; if boxes are bad, the split is built again with ``on_bad_box="skip"``
-    to count them all. With ``full``, every image (and CUB mask) is also decoded.
+    to count them all. COCO is built with its masks, so every segmentation is checked. For
+    ILSVRC val, ``LOC_val_solution.csv`` is read and checked too when it sits beside the XML
+    folder, and the two must agree. With ``full``, every image (and every CUB or COCO mask) is
+    also decoded: this is what finds truncated or empty image files.
+
+    What the loaders leave out by default (COCO boxes of zero width or height, polygons of
+    fewer than 3 points, ILSVRC XML files whose ``<size>`` differs from the image) is not a
+    problem; its counts are logged as ``warning: ...`` lines.
 
     Args:
         name: ``"cub"``, ``"ilsvrc"`` or ``"coco"``.
         root: the dataset root.
-        full: decode every image too (slow on the full datasets).
+        full: decode every image too (on ILSVRC's 1.33 million files this is long; with
+            ``progress`` the bar shows the rate and the time left).
         splits: the splits to check; all by default (:data:`VERIFY_SPLITS`).
-        log: called with one line per fact found (counts of images, classes, boxes); e.g.
-            ``print``.
+        log: called with one line per fact found (counts of images, classes, boxes, what was
+            left out); e.g. ``print``.
+        progress: show a progress bar while decoding (``full``).
+        workers: threads that decode; default ``min(8, os.cpu_count())``.
 
     Returns:
         The problems, one string each; empty when the root is fine.
@@ -134,39 +258,29 @@ def verify(
         check_split(split, VERIFY_SPLITS[name], f"verify {name}")
     root = os.fspath(root)
     say = log or (lambda line: None)
+    workers = workers or min(8, os.cpu_count() or 1)
     if not os.path.isdir(root):
         return [f"missing {root}: expected the {name} dataset root"]
     problems = _layout_problems(name, root, splits)
     if problems:
         return problems
     for split in splits:
-        try:
-            dataset = get_dataset(name, root, split)
-        except BadBoxError as error:
-            problems.append(str(error))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DatasetWarning)
-                try:
-                    dataset = get_dataset(name, root, split, on_bad_box="skip")
-                except DatasetFormatError as other:
-                    problems.append(str(other))
-                    continue
-            problems.append(
-                f"{name} {split}: {dataset.num_boxes_skipped} bad boxes in all (outside the image "
-                "or without area)"
-            )
-        except DatasetFormatError as error:
-            problems.append(str(error))
+        dataset = _build(name, root, split, VERIFY_OPTIONS[name], problems, say)
+        if name == "ilsvrc" and split == "val":
+            from wsolkit.data import ilsvrc
+
+            xml_dir = ilsvrc.default_annotation_dir(root, ilsvrc.detect_layout(root), split)
+            if os.path.isdir(xml_dir) and os.path.isfile(os.path.join(root, ilsvrc.VAL_CSV)):
+                csv = _build(name, root, split, {"val_source": "csv"}, problems, say)
+                if dataset is not None and csv is not None:
+                    problems.extend(_compare_val_sources(dataset, csv))
+        if dataset is None:
             continue
-        say(repr(dataset))
         if len(dataset) == 0:
             problems.append(f"{name} {split}: no images; expected at least one ({dataset!r})")
             continue
         if full:
-            for index in range(len(dataset)):
-                try:
-                    dataset[index]
-                except DatasetFormatError as error:
-                    problems.append(str(error))
+            problems.extend(_decode_all(dataset, f"{name} {split}", progress, workers))
             say(f"{name} {split}: decoded {len(dataset)} images")
-    return problems
+    # A fault in a file every split reads (classes.txt, say) is reported once.
+    return list(dict.fromkeys(problems))

@@ -108,7 +108,7 @@ def build_model(
         name: one of :func:`available_models`.
         num_classes: number of classes ``C``.
         pretrained: ``True`` (or a torchvision weights tag) to load torchvision's ImageNet weights
-            from the local torch hub cache; never downloads.
+            from the torch hub cache, downloaded there once if missing (torchvision's mechanism).
         plugins: ``{position: module}``: ``module`` (``(N, K, h, w) -> (N, K, h, w)``) is applied
             after that stage; positions from :func:`available_positions`.
         **kwargs: architecture options (``width``, ``small_input``, ...; see each builder's

@@ -46,7 +46,8 @@ def alexnet_gap(
 
     Args:
         num_classes: number of classes ``C``.
-        pretrained: ``True`` for torchvision's ImageNet weights (local cache only), or ``False``.
+        pretrained: ``True`` for torchvision's ImageNet weights (from the torch hub cache,
+            downloaded there once if missing), or ``False``.
         plugins: ``{position: module}``, positions ``pool1 pool2 conv3 conv4 conv5``.
         pooling: replaces global average pooling.
 

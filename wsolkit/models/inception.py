@@ -91,7 +91,8 @@ def googlenet_gap(
 
     Args:
         num_classes: number of classes ``C``.
-        pretrained: ``True`` for torchvision's ImageNet weights (local cache only), or ``False``.
+        pretrained: ``True`` for torchvision's ImageNet weights (from the torch hub cache,
+            downloaded there once if missing), or ``False``.
         transform_input: rescale ImageNet-normalised inputs as torchvision's weights expect;
             default ``bool(pretrained)``.
         plugins: ``{position: module}``, positions ``stem inception3a inception3b pool3
@@ -135,7 +136,8 @@ def inceptionv3_gap(
 
     Args:
         num_classes: number of classes ``C``.
-        pretrained: ``True`` for torchvision's ImageNet weights (local cache only), or ``False``.
+        pretrained: ``True`` for torchvision's ImageNet weights (from the torch hub cache,
+            downloaded there once if missing), or ``False``.
         large_feature_map: skip the max-pool before Mixed_6a (28 x 28 CAM at 224 px).
         transform_input: rescale ImageNet-normalised inputs as torchvision's weights expect;
             default ``bool(pretrained)``.

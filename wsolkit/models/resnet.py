@@ -58,7 +58,7 @@ def resnet50_gap(
     Args:
         num_classes: number of classes ``C``.
         pretrained: ``True`` (torchvision IMAGENET1K_V1), ``"IMAGENET1K_V2"``, or ``False``.
-            Weights are read from the local torch hub cache, full width only.
+            Weights come from the torch hub cache (downloaded once if missing), full width only.
         width: channel multiplier (0.25 gives a 512-channel CAM).
         layer3_stride: 1 or 2.
         layer4_stride: 1 (default, as ``wsolevaluation``) or 2 (torchvision's original).

@@ -66,7 +66,7 @@ def vgg16_gap(
     Args:
         num_classes: number of classes ``C``.
         pretrained: ``True`` or a torchvision weights tag to start from torchvision's ImageNet
-            weights (local cache only, full width only); ``False`` for He initialisation.
+            weights (torch hub cache, downloaded once; full width only); ``False`` for He init.
         width: channel multiplier of every convolution (0.25 gives 16/32/64/128/128 channels and a
             256-channel CAM head).
         small_input: for 64-96 px inputs: pool4 with stride 1 (see the module docstring).
