@@ -287,3 +287,180 @@ def test_the_cosine_similarity_map_is_eq_7a_of_the_true_class():
         dense = dcm.dense_embeddings(features["cam"], model.classifier.weight, model.classifier.bias)
         sims = dcm.cell_similarities(dense, np.eye(3))
     torch.testing.assert_close(maps, torch.stack([sims[0, 2], sims[1, 0]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter's protocols
+# ---------------------------------------------------------------------------------------------
+
+
+class PooledPixels(torch.nn.Module):
+    """A stand-in network whose cells are the 4 x 4 means of the input's three channels
+    (classifier = identity, no bias): a red square is class 0, a green one class 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = torch.nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.eye(3))
+
+    def forward(self, x):
+        cam = torch.nn.functional.avg_pool2d(x, 4)
+        return self.classifier(cam.mean(dim=(2, 3))), {"cam": cam}
+
+
+def square_scenes():
+    """Two 16 x 16 scenes: an 8 x 8 red square at the top left (category 1), a green one at
+    the bottom right (category 2); category 3 never occurs."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    from wsolkit.evaluation import DetectionSet
+
+    images = [torch.zeros(3, 16, 16, dtype=torch.uint8) for _ in range(2)]
+    images[0][0, :8, :8] = 255
+    images[1][1, 8:, 8:] = 255
+    coco = COCO()
+    objects = ((7, 1, [0, 0, 8, 8]), (9, 2, [8, 8, 8, 8]))
+    coco.dataset = {"images": [{"id": i, "width": 16, "height": 16} for i in (7, 9)],
+                    "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)],
+                    "annotations": [{"id": n, "image_id": i, "category_id": c, "bbox": box,
+                                     "area": 64, "iscrowd": 0}
+                                    for n, (i, c, box) in enumerate(objects, start=1)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    masks = [torch.zeros(16, 16, dtype=torch.uint8) for _ in range(2)]
+    masks[0][:8, :8] = 1
+    masks[1][8:, 8:] = 1
+    return DetectionSet(images=images, image_ids=[7, 9], orig_sizes=[(16, 16), (16, 16)],
+                        boxes=[np.array([[0, 0, 8, 8]], np.float32),
+                               np.array([[8, 8, 16, 16]], np.float32)],
+                        labels=[np.array([0]), np.array([1])], masks=masks, coco=coco,
+                        category_ids=[1, 2, 3])
+
+
+def test_evaluate_scenes_on_two_squares():
+    from wsolkit.evaluation.scenes import DetectionMatches, detection_metrics
+
+    scenes = square_scenes()
+    common = dict(mean=(0, 0, 0), std=(1, 1, 1), cls_thresholds=[0.35, 0.5], device="cpu")
+    # DCM: background cells are zero vectors (similarity 0 to every class), so in each scene
+    # only the square's class wins a cell with a positive score: one right box per scene.
+    dcm_out = dcm.evaluate_scenes(PooledPixels(), scenes, [0.5], embeddings=np.eye(3),
+                                  keep_matches=True, **common)
+    np.testing.assert_allclose(dcm_out["map"], [[100.0, 100.0]])
+    assert dcm_out["boxes"] == 2 and dcm_out["empty_boxes"] == 0
+    assert dcm_out["selected"].tolist() == [[1, 1], [1, 1]]
+    np.testing.assert_allclose(dcm_out["presence_f1"], [100.0, 100.0])
+    matches = DetectionMatches.from_arrays(dcm_out)
+    np.testing.assert_array_equal(detection_metrics(matches)["map"], dcm_out["map"])
+    # CAM: every class is a candidate; the two absent colours have constant maps (empty boxes).
+    # logits (0.25, 0, 0) give the square's class 0.391 and the others 0.304 each, so only the
+    # threshold 0.35 selects it; each class's own scene ranks first, so the mAP is still 100.
+    cam_out = dcm.evaluate_scenes(PooledPixels(), scenes, [0.5], **common)
+    assert cam_out["boxes"] == 6 and cam_out["empty_boxes"] == 4
+    assert cam_out["selected"].tolist() == [[1, 0], [1, 0]]
+    np.testing.assert_allclose(cam_out["map"], [[100.0, 100.0]])
+    np.testing.assert_allclose(cam_out["presence_f1"], [100.0, 0.0])
+    # Two box thresholds give one row each; matches only for one.
+    two = dcm.evaluate_scenes(PooledPixels(), scenes, [0.5, 0.9], embeddings=np.eye(3), **common)
+    assert two["map"].shape == (2, 2)
+    with pytest.raises(DCMInputError, match="one box threshold"):
+        dcm.evaluate_scenes(PooledPixels(), scenes, [0.5, 0.9], keep_matches=True, **common)
+
+
+def test_scene_class_map_labels_the_square():
+    scenes = square_scenes()
+    (dense,) = dcm.classifier_maps(PooledPixels(), [scenes.images[0]], mean=(0, 0, 0),
+                                   std=(1, 1, 1), device="cpu")
+    labels, det = dcm.scene_class_map(dense, (16, 16), 0.8, 0.5, 0.5, embeddings=np.eye(3))
+    assert labels.shape == (16, 16) and labels[2, 2] == 1 and labels[13, 13] == 0
+    assert det.classes.tolist() == [0] and det.boxes.shape == (1, 1, 4)
+    # CAM at the paper's 15%: every colour passes (0.391, 0.304, 0.304); at 35% only red.
+    _, cam_all = dcm.scene_class_map(dense, (16, 16), 0.15, 0.5, 0.5)
+    labels, cam_red = dcm.scene_class_map(dense, (16, 16), 0.35, 0.5, 0.5)
+    assert cam_all.classes.tolist() == [0, 1, 2] and cam_red.classes.tolist() == [0]
+    assert labels[2, 2] == 1 and labels[13, 13] == 0
+
+
+def test_cell_statistics_by_hand():
+    # Scene 0: 1 x 2 cells, [3, 0] on the object and [0.1, 0] beside it; scene 1: one
+    # background cell [0, 0.2].
+    dense = [torch.tensor([[[3.0, 0.1]], [[0.0, 0.0]]]), torch.tensor([[[0.0]], [[0.2]]])]
+    masks = [torch.tensor([[1, 1, 0, 0]], dtype=torch.uint8), torch.zeros(1, 1, dtype=torch.uint8)]
+    ce = dcm.cell_statistics(dense, masks)
+    assert ce["object_cells"].tolist() == [1, 0] and ce["background_cells"].tolist() == [1, 1]
+    # Softmax: object 0.953, background 0.525 and 0.550 -> both below the object: AUC 1.
+    assert ce["auc_after"] == pytest.approx(1.0) and ce["auc_before"] == pytest.approx(1.0)
+    # Class 0 wins scene 0 with 0.953 > 0.8: both its cells exceed 0.5 and are kept; in scene 1
+    # class 1's 0.550 is below theta_cls: nothing kept.
+    assert ce["kept_object"].tolist() == [1, 0] and ce["kept_background"].tolist() == [1, 0]
+    assert ce["pairs_after"].tolist() == [[1.0, 1.0], [0.0, 0.0]]
+    assert ce["hist_after"]["object"].sum() == 1 and ce["hist_after"]["background"].sum() == 2
+    # Cosine (one-hot): every cell has similarity 1 to its best class: all tied, AUC 0.5.
+    cos = dcm.cell_statistics(dense, masks, embeddings=np.eye(2))
+    assert cos["auc_after"] == pytest.approx(0.5)
+    assert cos["kept_background"].tolist() == [1, 1]
+    with pytest.raises(DCMInputError):
+        dcm.cell_statistics(dense, masks[:1])
+
+
+def test_crop_accuracy_and_parents():
+    from wsolkit.hierarchy import Taxonomy, parent_indices
+
+    tree = Taxonomy.from_lines(["a p", "b p", "c q", "p r", "q r"])
+    parents = parent_indices(tree, ["a", "b", "c"])
+    assert parents.tolist() == [0, 0, 1]
+    cam = torch.zeros(3, 3, 1, 1)
+    cam[0, 0] = 1.0   # crop 0 (class 0): right
+    cam[1, 0] = 1.0   # crop 1 (class 1): called class 0, its sibling
+    cam[2, 1] = 1.0   # crop 2 (class 2): called class 1, another branch
+    out = dcm.crop_accuracy(FixedFeatures(cam), torch.zeros(3, 3, 1, 1, dtype=torch.uint8),
+                            torch.tensor([0, 1, 2]), mean=(0, 0, 0), std=(1, 1, 1),
+                            parents=parents)
+    assert out["accuracy"] == pytest.approx(100 / 3)
+    assert out["parent_accuracy"] == pytest.approx(200 / 3)
+    with pytest.raises(Exception, match="no parent"):
+        parent_indices(tree, ["r"])
+
+
+def test_single_object_report_and_hits_by_hand():
+    out = {"ious": np.array([[0.6, 0.4], [0.7, 0.5], [0.2, 0.9]]),
+           "top1": np.array([True, False, True]), "topk": np.array([True, True, False])}
+    report = dcm.single_object_report(out, [0, 1])
+    assert report["top5_loc"].tolist() == [100.0, 50.0]
+    assert report["top1_loc"].tolist() == [50.0, 0.0]
+    assert report["gt_known"].tolist() == [100.0, 50.0]
+    assert report["top1_cls"] == 50.0 and report["top5_cls"] == 100.0
+    assert dcm.localization_hits(out, [0, 1, 2], 1).tolist() == [0.0, 1.0, 0.0]
+    assert dcm.localization_hits(out, [0, 1], 1).mean() * 100 == report["top5_loc"][1]
+
+
+def test_selected_counts_and_empty_boxes():
+    dets = [dcm.Detections(np.array([0, 2]), np.array([0.9, 0.6]),
+                           np.array([[[0, 0, 0, 0]], [[1, 1, 2, 2]]]), (4, 4)),
+            dcm.Detections(np.array([], dtype=np.int64), np.array([]), np.zeros((0, 1, 4), int), (4, 4))]
+    assert dcm.selected_counts(dets, [0.5, 0.6, 0.95]).tolist() == [[2, 1, 0], [0, 0, 0]]
+    assert dcm.selected_counts(dets, [0.6], inclusive=True).tolist() == [[2], [0]]
+    assert dcm.count_empty_boxes(dets) == 1
+
+
+def test_activated_scores_are_softmax_or_similarities():
+    dense = torch.tensor([[[[3.0]], [[4.0]]]])
+    torch.testing.assert_close(dcm.activated_scores(dense)[0, :, 0, 0],
+                               torch.softmax(torch.tensor([3.0, 4.0]), 0))
+    torch.testing.assert_close(dcm.activated_scores(dense, np.eye(2))[0, :, 0, 0],
+                               torch.tensor([0.6, 0.8]))
+
+
+def test_cell_score_maps_by_hand():
+    # Cells [3, 0] and [0.1, 0]: softmax bests 0.953 and 0.525; class 0 wins both with 0.953 >
+    # 0.8, so at theta_sim 0.6 only the first cell is kept.
+    dense = torch.tensor([[[3.0, 0.1]], [[0.0, 0.0]]])
+    maps = dcm.cell_score_maps(dense, theta_cls=0.8, theta_sim=0.6)
+    torch.testing.assert_close(maps["before"], torch.tensor([[3.0, 0.1]]))
+    p = torch.softmax(torch.tensor([[3.0, 0.0], [0.1, 0.0]]), dim=1).amax(dim=1)
+    torch.testing.assert_close(maps["after"], p[None])
+    torch.testing.assert_close(maps["kept"], torch.tensor([[float(p[0]), 0.0]]))

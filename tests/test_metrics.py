@@ -188,6 +188,22 @@ def test_per_image_results_add_up_to_the_aggregates():
     plain = LocalizationEvaluator()
     plain.accumulate(MAPS, GT, logits=LOGITS, labels=LABELS)
     assert "per_image_correct" not in plain.compute()
+    assert "per_image_iou_all" not in plain.compute()
+
+
+def test_per_image_all_component_ious_give_the_maxboxaccv2_curves():
+    evaluator = LocalizationEvaluator(per_image=True)
+    for part in (slice(0, 3), slice(3, 5)):
+        evaluator.accumulate(MAPS[part], GT[part])
+    out = evaluator.compute()
+    iou = out["per_image_iou_all"]
+    assert iou.shape == (len(MAPS), out["thresholds"].size) and iou.dtype == np.float32
+    assert 0 < iou.max() <= 1
+    for delta, curve in out["box_acc_curves_all"].items():
+        np.testing.assert_allclose((iou >= delta).mean(axis=0) * 100, curve)
+    # The largest component is one of all components: its IoU never exceeds the best of all.
+    largest = out["per_image_correct"]
+    assert not np.any(largest & (iou < 0.5))
 
 
 def test_cam_threshold_outside_the_grid_is_evaluated_exactly():

@@ -46,6 +46,7 @@ __all__ = [
     "coco_taxonomy",
     "hierarchy_embeddings",
     "onehot_embeddings",
+    "parent_indices",
     "prune_to_tree",
     "read_taxonomy",
     "root_paths",
@@ -297,6 +298,23 @@ def onehot_embeddings(num_classes: int) -> np.ndarray:
 def hierarchy_embeddings(taxonomy: Taxonomy, classes: Sequence[str]) -> np.ndarray:
     """``(C, C)`` unit class embeddings with ``E @ E.T = tree_similarity(taxonomy, classes)``."""
     return unit_sphere_embeddings(tree_similarity(taxonomy, classes))
+
+
+def parent_indices(taxonomy: Taxonomy, classes: Sequence[str]) -> np.ndarray:
+    """The parent of every class, as an index into the sorted distinct parents: ``(C,)`` int64,
+    equal for two classes exactly when they are siblings in the tree (a prediction "right in
+    the tree" names a sibling of the true class, or the class itself).
+
+    Raises:
+        HierarchyError: a class that is not a node of the tree, or is its root.
+    """
+    missing = [c for c in classes if c not in taxonomy.parents]
+    if missing:
+        raise HierarchyError(f"{taxonomy.source}: classes {missing[:5]} have no parent in the tree "
+                             f"(not a node, or the root {taxonomy.root!r}).")
+    parents = [taxonomy.parents[c] for c in classes]
+    names = sorted(set(parents))
+    return np.array([names.index(p) for p in parents], dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -212,8 +212,9 @@ class LocalizationEvaluator:
             starting at 0 (checked when masks arrive); default ``thresholds``.
         convention: box convention of ``wsolkit.boxes``: ``"reference"`` (the 8-bit protocol)
             or ``"pixel"``.
-        per_image: also keep, per image, whether its box is correct at every threshold and
-            whether its class is (for intervals over the test images, :mod:`wsolkit.reporting`).
+        per_image: also keep, per image, whether its box is correct at every threshold, the
+            IoU of its all-component boxes at every threshold and whether its class is correct
+            (for intervals over the test images, :mod:`wsolkit.reporting`).
 
     Raises:
         MetricInputError: on malformed thresholds or an unknown convention.
@@ -275,6 +276,7 @@ class LocalizationEvaluator:
         self._fg_hist = np.zeros(self.pxap_bins.size + 2, dtype=np.int64)
         self._bg_hist = np.zeros(self.pxap_bins.size + 2, dtype=np.int64)
         self._per_image_correct: list[np.ndarray] = []
+        self._per_image_iou_all: list[np.ndarray] = []
         self._per_image_top1: list[np.ndarray] = []
 
     def _check_maps(self, score_maps) -> np.ndarray:
@@ -453,6 +455,11 @@ class LocalizationEvaluator:
                                            convention=self.convention)
             for d, delta in enumerate(self.iou_thresholds):
                 self._correct_all[d] += (every >= delta).sum(axis=0)
+            if self.per_image:
+                # float32 keeps every comparison with 0.3 / 0.5 / 0.7 exact for maps up to
+                # ~500 px: an IoU of integer boxes is a / b with b <= H W, so it lies at least
+                # 1 / (10 H W) from those thresholds, above float32's rounding.
+                self._per_image_iou_all.append(every.astype(np.float32))
         if cls is not None:
             top1, top5, has_top5 = cls
             self._top1_cls += int(top1.sum())
@@ -491,8 +498,11 @@ class LocalizationEvaluator:
             * with masks: ``pxap`` and its curve ``pxap_thresholds``, ``pxap_precision``,
               ``pxap_recall`` (see ``pxap_from_histograms``);
             * with ``per_image``: ``per_image_correct``, ``(N, T)`` bool, the largest box of
-              image ``n`` at threshold ``t`` has IoU >= 0.5 (its column mean is ``loc_curve``),
-              and with classification ``per_image_top1``, ``(N,)`` bool.
+              image ``n`` at threshold ``t`` has IoU >= 0.5 (its column mean is ``loc_curve``);
+              ``per_image_iou_all``, ``(N, T)`` float32, the best IoU of the boxes of all
+              components (``(per_image_iou_all >= d).mean(0)`` is ``box_acc_curves_all[d]``,
+              so MaxBoxAccV2 can be resampled over images); and with classification
+              ``per_image_top1``, ``(N,)`` bool.
 
         Raises:
             MetricInputError: when nothing was accumulated, or for PxAP without foreground.
@@ -515,6 +525,7 @@ class LocalizationEvaluator:
             out.update(pxap_from_histograms(self._fg_hist, self._bg_hist, self.pxap_bins))
         if self.per_image and self._per_image_correct:
             out["per_image_correct"] = np.concatenate(self._per_image_correct)
+            out["per_image_iou_all"] = np.concatenate(self._per_image_iou_all)
         if self.per_image and self._per_image_top1:
             out["per_image_top1"] = np.concatenate(self._per_image_top1)
         return out

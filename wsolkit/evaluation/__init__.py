@@ -6,6 +6,7 @@ module              what it holds
 ``inference``       :func:`predict_maps`: a model's score maps, by the registered name of the map
 ``localization``    single-object splits in memory and every standard metric on them
 ``detection``       multi-object (COCO) splits in memory
+``scenes``          COCO detection metrics re-counted with scene weights (bootstrap over scenes)
 ``cache``           results cached in the run directory, keyed by data, map, code and settings
 ``summaries``       cached evaluations to table rows and per-image values per seed
 =================== ===============================================================================
@@ -23,6 +24,7 @@ from .cache import (
     evaluation_code_fingerprint,
 )
 from .detection import DetectionSet, load_detection_set
+from . import scenes
 from .inference import predict_maps
 from .summaries import (
     compare_conventions,
@@ -70,6 +72,7 @@ __all__ = [
     "part_masks",
     "per_image_percent",
     "predict_maps",
+    "scenes",
     "threshold_index",
     "validation_choice",
 ]

@@ -48,6 +48,22 @@ class DetectionSet:
     def input_sizes(self) -> list[tuple[int, int]]:
         return [(int(im.shape[1]), int(im.shape[2])) for im in self.images]
 
+    def original_image(self, index: int) -> torch.Tensor:
+        """Scene ``index`` resized back to its original size (the pixels its boxes are scored
+        in): ``(3, H, W)`` uint8, antialiased bilinear."""
+        height, width = self.orig_sizes[index]
+        image = self.images[index][None].float()
+        resized = torch.nn.functional.interpolate(image, size=(int(height), int(width)),
+                                                  mode="bilinear", antialias=True,
+                                                  align_corners=False)
+        return resized[0].round().clamp(0, 255).to(torch.uint8)
+
+    def with_classes(self, at_least: int = 2) -> list[int]:
+        """The indices of the scenes with objects of at least ``at_least`` different classes
+        (every index when there is none)."""
+        chosen = [i for i, labels in enumerate(self.labels) if len(set(labels.tolist())) >= at_least]
+        return chosen or list(range(len(self)))
+
     def fingerprint(self) -> str:
         """A short hash of the ids and input sizes (what caches are keyed by)."""
         text = "\n".join(f"{i} {h} {w}" for i, (h, w) in zip(self.image_ids, self.input_sizes))

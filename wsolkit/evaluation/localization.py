@@ -28,7 +28,7 @@ from .inference import predict_maps
 
 __all__ = ["EvaluationError", "LocalizationSet", "ThresholdFn", "evaluate_image_thresholds",
            "evaluate_localization", "evaluate_maps", "image_threshold_ious", "load_localization_set",
-           "oracle_maps", "part_area_share", "part_masks"]
+           "oracle_maps", "part_area_share", "part_masks", "score_maps_of"]
 
 
 class EvaluationError(ValueError):
@@ -179,8 +179,8 @@ def evaluate_localization(model: torch.nn.Module, data: LocalizationSet, *,
 
     Returns:
         :meth:`LocalizationEvaluator.compute`'s dict (percentages, ``loc_curve`` over the
-        thresholds) with the per-image arrays ``per_image_correct`` ``(N, T)`` and
-        ``per_image_top1`` ``(N,)``, plus ``degenerate_maps`` (maps that normalised to zeros),
+        thresholds) with the per-image arrays ``per_image_correct`` ``(N, T)`` bool,
+        ``per_image_iou_all`` ``(N, T)`` float32 and ``per_image_top1`` ``(N,)`` bool, plus ``degenerate_maps`` (maps that normalised to zeros),
         with part boxes ``part_hit_rate`` (percent of maps whose maximum falls in the part box)
         and ``per_image_part_hit`` ``(N,)``, and with ``keep_maps`` the score maps ``maps``
         ``(N, S, S)`` float32 (exactly those the metrics were computed from) and ``predictions``.
@@ -291,9 +291,11 @@ def evaluate_image_thresholds(model: torch.nn.Module, data: LocalizationSet,
     undecided (NaN) is scored at ``fallback`` and counted.
 
     Returns:
-        ``{"num_images", "top1_cls", "degenerate_maps", "choosers": {name: {"gt_known_loc",
-        "top1_loc", "undecided", "thresholds", "ious"}}}``: accuracies in percent, the
-        thresholds used and the IoUs as ``(N,)`` float64 arrays.
+        ``{"num_images", "top1_cls", "per_image_top1", "degenerate_maps", "choosers": {name:
+        {"gt_known_loc", "top1_loc", "undecided", "thresholds", "ious", "per_image_correct"}}}``:
+        accuracies in percent; the thresholds used and the IoUs as ``(N,)`` float64 arrays;
+        ``per_image_top1`` and each chooser's ``per_image_correct`` (IoU >= 0.5) as ``(N,)``
+        bool arrays, whose means are ``top1_cls`` and ``gt_known_loc``.
     """
     thresholds = {name: [] for name in choosers}
     ious = {name: [] for name in choosers}
@@ -321,12 +323,35 @@ def evaluate_image_thresholds(model: torch.nn.Module, data: LocalizationSet,
                       "were scored as all-zero maps.", stacklevel=2)
     top1 = np.concatenate(correct_cls)
     results = {"num_images": len(data), "top1_cls": float(top1.mean() * 100),
-               "degenerate_maps": degenerate, "choosers": {}}
+               "per_image_top1": top1, "degenerate_maps": degenerate, "choosers": {}}
     for name in choosers:
         iou = np.concatenate(ious[name])
+        correct = iou >= 0.5
         results["choosers"][name] = {
-            "gt_known_loc": float((iou >= 0.5).mean() * 100),
-            "top1_loc": float(((iou >= 0.5) & top1).mean() * 100),
+            "gt_known_loc": float(correct.mean() * 100),
+            "top1_loc": float((correct & top1).mean() * 100),
             "undecided": undecided[name], "thresholds": np.concatenate(thresholds[name]),
-            "ious": iou}
+            "ious": iou, "per_image_correct": correct}
     return results
+
+
+def score_maps_of(model: torch.nn.Module, data: LocalizationSet, indices: Sequence[int], *,
+                  mean: Sequence[float], std: Sequence[float], map_name: str = "cam",
+                  device=None) -> torch.Tensor:
+    """The score maps of the true class for some images of a split, exactly as
+    :func:`evaluate_localization` scores them (for figures).
+
+    Args:
+        model: the trained network.
+        data: the split.
+        indices: positions of the images in ``data``.
+        mean, std: the normalisation of the run's configuration.
+        map_name: a registered score map.
+
+    Returns:
+        ``(len(indices), S, S)`` float32 maps in ``[0, 1]``.
+    """
+    part = data.subset(list(indices))
+    return torch.cat([maps for _, _, maps in predict_maps(
+        model, part.images, classes=part.labels, mean=mean, std=std, map_name=map_name,
+        device=device)])

@@ -40,6 +40,11 @@ Registered here: the method ``"cosine"`` (``TrainConfig(method={"cosine": {"embe
 and defines the score map ``"cosine_similarity"`` (eq. 7a of the true class, for the standard
 single-object protocol), and the method ``"random_erasing"`` (Zhong et al. 2017), the batch
 transform of the paper's training recipe.
+
+The chapter's protocols close the module: :func:`evaluate_scenes` (Sec. 4.4 on a split of
+scenes), :func:`cell_statistics` (Fig. 2 over a split), :func:`crop_accuracy`,
+:func:`single_object_report` and :func:`localization_hits` (Sec. 4.3), and
+:func:`scene_class_map` (the view of one scene in Fig. 1 and 5).
 """
 
 from __future__ import annotations
@@ -61,29 +66,40 @@ __all__ = [
     "DCMInputError",
     "Detections",
     "RandomErasing",
+    "activated_scores",
     "cam_class_map",
     "cam_detections",
     "cell_classes",
     "cell_probabilities",
+    "cell_score_maps",
     "cell_similarities",
+    "cell_statistics",
     "class_embeddings",
     "class_scores",
     "classifier_maps",
     "cosine_loss",
     "cosine_loss_factory",
     "cosine_scores",
+    "count_empty_boxes",
+    "crop_accuracy",
     "dcm_detections",
     "dense_class_map",
     "dense_embeddings",
     "detections_to_results",
+    "evaluate_scenes",
+    "localization_accuracy",
+    "localization_hits",
     "map_boxes",
     "normalize_cells",
-    "presence_f1",
     "object_crop_transform",
-    "select_classes",
-    "localization_accuracy",
+    "presence_f1",
+    "scene_class_map",
+    "scene_detections",
     "score_separation_auc",
+    "select_classes",
+    "selected_counts",
     "single_object_ious",
+    "single_object_report",
 ]
 
 EMBEDDINGS = ("onehot", "hierarchy")
@@ -780,3 +796,300 @@ def object_crop_transform(size: int = 224, short_side: Sequence[int] = (256, 480
         v2.ToImage(), v2.RandomShortestSize(list(range(low, high + 1))),
         v2.RandomCrop(size, pad_if_needed=True), v2.RandomHorizontalFlip(0.5),
         v2.ToDtype(torch.float32, scale=True)])
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation protocols of the chapter (scenes, cells, crops, single objects)
+# ---------------------------------------------------------------------------------------------
+
+
+def activated_scores(dense: torch.Tensor, embeddings=None) -> torch.Tensor:
+    """Every cell's class scores after the network's activation (Fig. 2): the softmax over
+    classes for a cross-entropy network (``embeddings=None``), the eq. 7a similarities for a
+    cosine network.
+
+    Args:
+        dense: ``(N, D, h, w)`` outputs of the last layer at every cell (:func:`classifier_maps`).
+        embeddings: ``(C, D)`` class embeddings of a cosine network, or ``None``.
+
+    Returns:
+        ``(N, C, h, w)`` float32.
+    """
+    return cell_probabilities(dense) if embeddings is None else cell_similarities(dense, embeddings)
+
+
+def scene_detections(dense, map_sizes: Sequence[tuple[int, int]], thresholds,
+                     embeddings=None) -> list[Detections]:
+    """The candidates of the precision-recall analysis (Sec. 4.4): CAM's every class scored by
+    its probability (``embeddings=None``, :func:`cam_detections`) or DCM's every class that wins
+    a cell, scored by eq. 8 (:func:`dcm_detections`), with one box per box threshold.
+
+    Maps without a positive value (or constant ones) give the box ``[0, 0, 0, 0]`` without a
+    warning; :func:`count_empty_boxes` counts them.
+    """
+    import warnings
+
+    from wsolkit.cam import DegenerateMapWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateMapWarning)
+        if embeddings is None:
+            return cam_detections(dense, map_sizes, thresholds)
+        return dcm_detections(dense, embeddings, map_sizes, thresholds)
+
+
+def count_empty_boxes(detections: Sequence[Detections]) -> int:
+    """How many (detection, box threshold) pairs got the empty box ``[0, 0, 0, 0]``."""
+    return int(sum((d.boxes == 0).all(axis=-1).sum() for d in detections))
+
+
+def selected_counts(detections: Sequence[Detections], thresholds, *,
+                    inclusive: bool = False) -> np.ndarray:
+    """``(N, T)`` int64: the classes of every image whose score exceeds each threshold (``>=``
+    with ``inclusive``, CAM's "probability of at least 15%")."""
+    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    rows = [(d.scores[:, None] >= t) if inclusive else (d.scores[:, None] > t) for d in detections]
+    return np.stack([r.sum(axis=0) for r in rows]).astype(np.int64) if rows else \
+        np.zeros((0, t.size), dtype=np.int64)
+
+
+@torch.no_grad()
+def evaluate_scenes(model: torch.nn.Module, scenes, box_thresholds, *, mean: Sequence[float],
+                    std: Sequence[float], embeddings=None, cls_thresholds=(),
+                    iou_thresholds: Sequence[float] = (0.0, 0.25), keep_matches: bool = False,
+                    device: torch.device | str | None = None) -> dict:
+    """Sec. 4.4 on one split of scenes: COCO precision-recall of CAM or DCM candidates
+    (:func:`scene_detections`) at every box threshold, and the "class present" decisions.
+
+    Args:
+        model: a trained network.
+        scenes: a ``wsolkit.evaluation.DetectionSet`` (images at the inference size).
+        box_thresholds: ``(B,)`` values of ``theta_bbox``.
+        mean, std: the training normalisation.
+        embeddings: ``(C, D)`` for a cosine network (DCM), ``None`` for CAM.
+        cls_thresholds: ``(P,)`` class thresholds for the presence decisions (CAM: a
+            probability, compared with ``>=``; DCM: ``theta_cls``, compared with ``>``).
+        iou_thresholds: ``(T,)`` IoU thresholds of the matching.
+        keep_matches: also return the matches (one box threshold only) for a bootstrap over
+            scenes: the entries of ``wsolkit.evaluation.scenes.DetectionMatches.to_arrays``.
+        device: where the network runs.
+
+    Returns:
+        ``{"map": (B, T)`` percent, ``"recall": (B, T)`` class-mean highest recall in percent,
+        ``"precision": (B, T, 101)`` class-mean interpolated precision, ``"boxes"`` and
+        ``"empty_boxes"`` counts over all box thresholds, ``"presence_f1": (P,)`` percent
+        (:func:`presence_f1`), ``"selected": (N, P)`` classes per image above each class
+        threshold ``}``, plus the matches with ``keep_matches``.
+
+    Raises:
+        DCMInputError: ``keep_matches`` with more than one box threshold.
+    """
+    from wsolkit.evaluation.scenes import detection_metrics, match_detections
+
+    thresholds = np.asarray(box_thresholds, dtype=np.float64).reshape(-1)
+    if keep_matches and thresholds.size != 1:
+        raise DCMInputError(f"evaluate_scenes: keep_matches needs one box threshold, got "
+                            f"{thresholds.size}.")
+    dense = classifier_maps(model, scenes.images, mean=mean, std=std, device=device)
+    detections = scene_detections(dense, scenes.orig_sizes, thresholds, embeddings)
+    rows = {"map": [], "recall": [], "precision": []}
+    for b in range(thresholds.size):
+        results = detections_to_results(detections, scenes.image_ids, scenes.orig_sizes,
+                                        scenes.category_ids, b)
+        matches = match_detections(scenes.coco, results, scenes.image_ids, iou_thresholds)
+        metrics = detection_metrics(matches)
+        for name in rows:
+            rows[name].append(metrics[name][0])
+    inclusive = embeddings is None
+    out = {name: np.stack(values) for name, values in rows.items()}
+    out.update({"boxes": int(sum(d.classes.size for d in detections)) * thresholds.size,
+                "empty_boxes": count_empty_boxes(detections),
+                "presence_f1": presence_f1(detections, scenes.labels, cls_thresholds,
+                                           inclusive=inclusive),
+                "selected": selected_counts(detections, cls_thresholds, inclusive=inclusive)})
+    if keep_matches:
+        out.update(matches.to_arrays())
+    return out
+
+
+@torch.no_grad()
+def cell_statistics(dense: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], *,
+                    embeddings=None, theta_cls: float = 0.8, theta_sim: float = 0.5,
+                    min_cover: float = 0.5, bins: int = 40) -> dict:
+    """Fig. 2 over a split: every cell's best class score before and after the activation,
+    object cells against background cells, and which cells eq. 9 keeps, per scene.
+
+    A cell is an object cell when at least ``min_cover`` of it lies on an object mask. Before
+    the activation a cell's score is its largest output (the raw CAM for cross-entropy); after
+    it, its largest :func:`activated_scores`. The kept cells are those eq. 9 labels at
+    ``theta_cls`` / ``theta_sim`` (on softmax scores for a cross-entropy network, only for
+    comparison).
+
+    Args:
+        dense: ``S`` outputs ``(D, h, w)`` of the last layer at every cell.
+        masks: ``S`` unions of the object masks at the input size, ``(H, W)``.
+        embeddings: ``(C, D)`` for a cosine network, ``None`` for cross-entropy.
+        theta_cls, theta_sim: eq. 9's thresholds (0.8 and 0.5 in Fig. 2).
+        min_cover: the object share that makes an object cell.
+        bins: histogram bins.
+
+    Returns:
+        ``{"object_cells", "background_cells", "kept_object", "kept_background"``: ``(S,)``
+        counts per scene; for ``stage`` in ``before``, ``after``: ``"pairs_<stage>"`` the
+        ``(S, S)`` ordered-pair counts (:func:`wsolkit.evaluation.scenes.pair_counts`),
+        ``"auc_<stage>"`` the pooled AUC, ``"hist_<stage>"`` ``{"edges", "object",
+        "background"}``\\ ``}``.
+    """
+    import torch.nn.functional as F_
+
+    from wsolkit.evaluation.scenes import pair_counts
+
+    if len(dense) != len(masks):
+        raise DCMInputError(f"cell_statistics: {len(dense)} maps and {len(masks)} masks.")
+    values = {"before": [], "after": []}
+    on_object, kept, owner = [], [], []
+    for s, (d, mask) in enumerate(zip(dense, masks)):
+        scores = activated_scores(d[None].float(), embeddings)
+        values["before"].append(d.float().amax(dim=0).flatten())
+        values["after"].append(scores.amax(dim=1).flatten())
+        kept.append((dense_class_map(scores, theta_cls, theta_sim) > 0).flatten())
+        cover = F_.adaptive_avg_pool2d(torch.as_tensor(mask)[None, None].float(), d.shape[-2:])
+        on_object.append(cover.flatten() >= min_cover)
+        owner.append(torch.full((d.shape[-2] * d.shape[-1],), s, dtype=torch.int64))
+    obj = torch.cat(on_object).numpy()
+    kept_all = torch.cat(kept).numpy()
+    scene = torch.cat(owner).numpy()
+    n = len(dense)
+    out = {"object_cells": np.bincount(scene[obj], minlength=n),
+           "background_cells": np.bincount(scene[~obj], minlength=n),
+           "kept_object": np.bincount(scene[obj & kept_all], minlength=n),
+           "kept_background": np.bincount(scene[~obj & kept_all], minlength=n)}
+    for stage, parts in values.items():
+        v = torch.cat(parts).double().numpy()
+        # Softmax scores lie in [0, 1] and similarities in [-1, 1]; raw outputs anywhere.
+        low, high = (min(float(v.min()), 0.0), 1.0) if stage == "after" else (float(v.min()), float(v.max()))
+        edges = np.linspace(low, high, bins + 1)
+        out[f"hist_{stage}"] = {"edges": edges, "object": np.histogram(v[obj], edges)[0],
+                                "background": np.histogram(v[~obj], edges)[0]}
+        out[f"auc_{stage}"] = score_separation_auc(v[obj], v[~obj])
+        out[f"pairs_{stage}"] = pair_counts(v, obj, scene, n)
+    return out
+
+
+@torch.no_grad()
+def cell_score_maps(dense: torch.Tensor, embeddings=None, *, theta_cls: float = 0.8,
+                    theta_sim: float = 0.5) -> dict[str, torch.Tensor]:
+    """The three heat maps of Fig. 2 for one image: every cell's best class score before the
+    activation, after it (:func:`activated_scores`), and after it where eq. 9 keeps the cell
+    (0 elsewhere).
+
+    Args:
+        dense: ``(D, h, w)`` outputs of the last layer at every cell.
+        embeddings: ``(C, D)`` for a cosine network, ``None`` for cross-entropy.
+        theta_cls, theta_sim: eq. 9's thresholds.
+
+    Returns:
+        ``{"before", "after", "kept"}``, each ``(h, w)`` float32.
+    """
+    scores = activated_scores(dense[None].float(), embeddings)
+    best = scores.amax(dim=1)[0]
+    kept = dense_class_map(scores, theta_cls, theta_sim)[0] > 0
+    return {"before": dense.float().amax(dim=0), "after": best,
+            "kept": torch.where(kept, best, torch.zeros_like(best))}
+
+
+@torch.no_grad()
+def crop_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                  mean: Sequence[float], std: Sequence[float], embeddings=None,
+                  parents: np.ndarray | None = None) -> dict:
+    """How often a network names the class of an object crop: the argmax of the logits
+    (cross-entropy, ``embeddings=None``) or of the cosine similarity of the pooled output
+    (:func:`cosine_scores`).
+
+    Args:
+        model: a trained network.
+        images: ``(N, 3, S, S)`` uint8 crops.
+        labels: ``(N,)`` true classes.
+        mean, std: the training normalisation.
+        embeddings: ``(C, D)`` of a cosine network, or ``None``.
+        parents: ``(C,)`` the parent of every class in the tree
+            (:func:`wsolkit.hierarchy.parent_indices`), or ``None``.
+
+    Returns:
+        ``{"accuracy": percent, "parent_accuracy": percent of predictions with the true class's
+        parent}`` (the second only with ``parents``).
+    """
+    dense = classifier_maps(model, images, mean=mean, std=std)
+    pooled = torch.stack([d.mean(dim=(1, 2)) for d in dense])
+    scores = pooled if embeddings is None else cosine_scores(pooled, embeddings)
+    predicted, truth = scores.argmax(dim=1).numpy(), np.asarray(labels)
+    out = {"accuracy": float((predicted == truth).mean() * 100)}
+    if parents is not None:
+        parents = np.asarray(parents)
+        out["parent_accuracy"] = float((parents[predicted] == parents[truth]).mean() * 100)
+    return out
+
+
+def single_object_report(out: dict, rows) -> dict:
+    """The ILSVRC numbers (Sec. 4.3) of :func:`single_object_ious` on some of its images.
+
+    Returns:
+        ``{"top5_loc", "top1_loc", "gt_known"}``: ``(T,)`` percent at every box threshold, and
+        ``"top1_cls"``, ``"top5_cls"``: percent; localization errors are ``100 -`` these.
+    """
+    rows = np.asarray(rows)
+    ious, top1, topk = (np.asarray(out[k])[rows] for k in ("ious", "top1", "topk"))
+    return {"top5_loc": localization_accuracy(ious, topk),
+            "top1_loc": localization_accuracy(ious, top1), "gt_known": localization_accuracy(ious),
+            "top1_cls": float(top1.mean() * 100), "top5_cls": float(topk.mean() * 100)}
+
+
+def localization_hits(out: dict, rows, index: int, *, iou: float = 0.5) -> np.ndarray:
+    """``(n,)`` float64, 1 where an image of ``rows`` is localized by the top-5 rule at box
+    threshold ``index`` (the per-image values whose mean is ``single_object_report``'s
+    ``top5_loc``; what a paired bootstrap over images resamples)."""
+    rows = np.asarray(rows)
+    hit = (np.asarray(out["ious"])[rows, index] >= iou) & np.asarray(out["topk"], dtype=bool)[rows]
+    return hit.astype(np.float64)
+
+
+@torch.no_grad()
+def scene_class_map(dense: torch.Tensor, size: tuple[int, int], theta_cls: float,
+                    theta_sim: float, theta_bbox: float, embeddings=None):
+    """The figures' view of one scene (Fig. 1 and 5): its class map at the original size and
+    its detections at one box threshold.
+
+    DCM (``embeddings`` given): classes with an eq. 8 score above ``theta_cls``, eq. 9 on the
+    bicubically upsampled similarities with ``theta_sim``, a box per class at
+    ``theta_bbox * max``. CAM (``embeddings=None``): ``theta_cls`` is the probability a class
+    needs (15% in the paper), :func:`cam_class_map` with ``theta_sim`` on the normalised CAMs.
+
+    Args:
+        dense: ``(D, h, w)`` outputs of the last layer at every cell.
+        size: the original ``(H, W)``.
+        theta_cls, theta_sim, theta_bbox: the three thresholds.
+        embeddings: ``(C, D)``, or ``None`` for CAM.
+
+    Returns:
+        ``(labels, detections)``: ``(H, W)`` int64 numpy (``c + 1``, 0 background) and a
+        :class:`Detections` with one box threshold.
+    """
+    import warnings
+
+    from wsolkit.cam import DegenerateMapWarning
+
+    size = (int(size[0]), int(size[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateMapWarning)
+        if embeddings is None:
+            probabilities = torch.softmax(dense.float().mean(dim=(1, 2)), dim=0)[None]
+            up = upsample_maps(dense[None].float(), size, mode="bicubic")
+            labels = cam_class_map(up, theta_cls, theta_sim, probabilities=probabilities)[0]
+            (det,) = cam_detections([dense], [size], [theta_bbox], min_probability=theta_cls)
+        else:
+            sims = cell_similarities(dense[None], embeddings)
+            selected = select_classes(sims, theta_cls)
+            up = upsample_maps(sims, size, mode="bicubic")
+            labels = dense_class_map(up, theta_cls, theta_sim, selected=selected)[0]
+            (det,) = dcm_detections([dense], embeddings, [size], [theta_bbox], theta_cls=theta_cls)
+    return labels.numpy(), det

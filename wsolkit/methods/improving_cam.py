@@ -49,7 +49,7 @@ signed parts of eq. 2, ``"positive_part"`` (``M_p``) and ``"negative_part"`` (``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +60,8 @@ from wsolkit.cam import ClassSpec, class_activation_maps
 from wsolkit.methods.registry import MethodParts, register_method
 
 __all__ = [
+    "PAPER_COLUMNS",
+    "PAPER_TABLES",
     "PAPER_THRESHOLDS",
     "RULES",
     "AutomaticThresholds",
@@ -70,6 +72,9 @@ __all__ = [
     "boundary_differences",
     "recombined_cams",
     "negative_part_map_fn",
+    "paper_difference",
+    "plot_signed_parts",
+    "plot_threshold_selection",
     "positive_part_map_fn",
     "recombined_map_fn",
     "signed_cams",
@@ -85,6 +90,38 @@ PAPER_THRESHOLDS = np.round(np.arange(21) * 0.05, 2)
 
 #: Readings of the selection rule of section 4.3 (see :func:`automatic_thresholds`).
 RULES = ("first_above_mean", "largest", "last_above_mean")
+
+#: The columns of the paper's Tables 1 and 2.
+PAPER_COLUMNS = ("top-1 cls", "top-1 loc", "GT-known loc")
+#: Tables 1 (CUB-200-2011) and 2 (ILSVRC) of the paper, every row as printed (``None``: "-").
+#: The ILSVRC row of ADL repeats the GT-known value of its CUB row (75.4).
+PAPER_TABLES = {
+    "cub": ("Table 1", {
+        "VGG-CAM[6]": (76.14, 33.95, 55.1), "VGG-ADL[9]": (65.27, 53.36, 75.4),
+        "VGG-DANet[9]": (75.40, 52.52, 67.7), "VGG-ACoL[8]": (71.90, 45.92, 59.3),
+        "VGG-I²C[13]": (68.40, 56.00, None), "VGG-MEIL[10]": (75.00, 57.46, 73.8),
+        "VGG-MCI[15]": (72.59, 58.12, None), "VGG-ICL[11]": (73.40, 57.50, None),
+        "VGG-RCAM[12]": (74.91, 61.30, None), "InceptionV3-SPG[7]": (75.50, 46.46, None),
+        "InceptionV3-ADL[9]": (70.43, 47.74, None),
+        "InceptionV3-DANet[16]": (71.20, 50.55, 67.0),
+        "Ours": (75.82, 61.85, 82.32)}),
+    "ilsvrc": ("Table 2", {
+        "VGG-CAM[6]": (66.6, 42.8, 59.0), "VGG-ADL[9]": (69.48, 44.9, 75.4),
+        "VGG-ACoL[8]": (67.5, 45.8, 63.0), "VGG-CutMix[17]": (None, 43.5, None),
+        "VGG-I²C[13]": (68.40, 47.4, 63.9), "VGG-MEIL[15]": (73.31, 46.8, None),
+        "VGG-ICL[11]": (64.0, 47.2, None), "VGG-RCAM[12]": (67.28, 44.69, None),
+        "InceptionV3-CAM[7]": (75.50, 46.3, 64.7), "InceptionV3-ADL[9]": (70.43, 48.7, None),
+        "InceptionV3-ACoL[8]": (71.20, 46.7, None), "Ours": (68.32, 50.1, 65.4)}),
+}
+
+
+def paper_difference(dataset: str, row: str, baseline: str, column: str) -> float | None:
+    """``row - baseline`` in one column of the paper's table for ``dataset`` (``"cub"`` or
+    ``"ilsvrc"``), in points; ``None`` where either value is not printed."""
+    rows = PAPER_TABLES[dataset][1]
+    k = PAPER_COLUMNS.index(column)
+    a, b = rows[row][k], rows[baseline][k]
+    return None if a is None or b is None else round(a - b, 2)
 
 
 class ThresholdInputError(ValueError):
@@ -339,6 +376,11 @@ class AutomaticThresholds:
         """Number of maps without a choice."""
         return int((self.index < 0).sum())
 
+    def with_fallback(self, fallback: float = 0.2) -> np.ndarray:
+        """``(N,)`` the chosen thresholds, ``fallback`` where the rule has no answer (as
+        :func:`wsolkit.evaluation.evaluate_image_thresholds` scores such maps)."""
+        return np.where(self.index >= 0, self.thresholds, float(fallback))
+
 
 def automatic_thresholds(maps, rule: str = "first_above_mean",
                          thresholds=PAPER_THRESHOLDS) -> AutomaticThresholds:
@@ -408,3 +450,93 @@ def threshold_chooser(rule: str = "first_above_mean", thresholds=PAPER_THRESHOLD
         return automatic_thresholds(maps, rule, thresholds).thresholds
 
     return choose
+
+
+# --------------------------------------------------------------------------------------------
+# Figures (Fig. 2 and Fig. 3 of the paper)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_signed_parts(images, gt_boxes, maps: Mapping[str, torch.Tensor], *,
+                      title: str | None = None, panel: float = 1.6):
+    """Fig. 2: each image beside its maps (for instance ``M_p``, ``|M_n|``, the CAM and the
+    recombined CAM), each normalised on its own, ground truth in red.
+
+    Args:
+        images: ``N`` images ``(3, H, W)``.
+        gt_boxes: ``N`` arrays ``(G_i, 4)``.
+        maps: ``{column title: (N, H, W) maps in [0, 1]}``.
+        title: the figure's title.
+        panel: inches per panel.
+
+    Returns:
+        The ``Figure`` (not shown): one row per image, the image first.
+    """
+    from wsolkit import viz
+
+    fig, axes = viz.small_multiples(len(images), len(maps) + 1, panel=panel)
+    for row, image in enumerate(images):
+        first = row == 0
+        viz.show_localization(axes[row, 0], image, gt_boxes=gt_boxes[row],
+                              title="image" if first else None)
+        for col, (name, stack) in enumerate(maps.items(), start=1):
+            viz.show_localization(axes[row, col], image, score_map=stack[row],
+                                  gt_boxes=gt_boxes[row], alpha=0.6,
+                                  title=name if first else None)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_threshold_selection(image, score_map, gt_boxes, *, rules: Sequence[str] = RULES,
+                             rule: str = "first_above_mean", fallback: float = 0.2):
+    """Fig. 3 for one map: ``D`` and ``V`` over the candidate thresholds, the average of
+    ``D`` (the paper's blue line), each reading's choice, and the boxes at ``fallback`` (dashed)
+    and at ``rule``'s threshold.
+
+    Args:
+        image: ``(3, H, W)``.
+        score_map: ``(H, W)`` map in ``[0, 1]``.
+        gt_boxes: ``(G, 4)`` ground truth.
+        rules: the readings marked on the curve.
+        rule: the reading whose box is drawn.
+        fallback: the fixed threshold drawn for comparison (and used where ``rule`` has none).
+
+    Returns:
+        The ``Figure`` (not shown).
+    """
+    import matplotlib.pyplot as plt
+
+    from wsolkit import viz
+    from wsolkit.boxes import box_iou, boxes_at_threshold
+
+    values = np.asarray(score_map, dtype=np.float64)
+    found = {r: automatic_thresholds(values, r) for r in dict.fromkeys([*rules, rule])}
+    chosen = found[rule]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2),
+                             gridspec_kw={"width_ratios": [1, 1.8, 1.3]})
+    viz.show_localization(axes[0], image, score_map=values, title="map")
+    twin = axes[1].twinx()
+    twin.plot(chosen.candidates, chosen.boundary_means[0], ":", color="grey")
+    twin.set_ylabel("V, boundary mean (dotted)", fontsize=8, color="grey")
+    twin.grid(False)
+    axes[1].plot(chosen.candidates, chosen.differences[0], "o-", color="#d62728",
+                 markersize=3, label="D")
+    axes[1].axhline(chosen.mean_difference[0], color="#1f77b4", label="mean of D")
+    for marker, (name, result) in zip("vs^*Dx", found.items()):
+        if result.index[0] >= 0 and name in rules:
+            axes[1].plot(result.thresholds[0], result.differences[0, result.index[0]], marker,
+                         color="black", markersize=8, fillstyle="none", label=name)
+    axes[1].set_xlabel("threshold (fraction of the maximum)")
+    axes[1].set_xlim(0, 1)
+    axes[1].legend(fontsize=7)
+    automatic = float(chosen.with_fallback(fallback)[0])
+    boxes = {t: boxes_at_threshold(values, t)[0] for t in (fallback, automatic)}
+    iou = {t: float(box_iou(box[None], np.asarray(gt_boxes)).max()) for t, box in boxes.items()}
+    viz.show_localization(axes[2], image, gt_boxes=gt_boxes, pred_boxes=[boxes[automatic]])
+    viz.draw_box(axes[2], boxes[fallback], "#ff7f0e", linestyle="--")
+    axes[2].set_title(f"{fallback:g} (dashed): IoU {iou[fallback]:.2f}\n{rule} {automatic:.2f}: "
+                      f"IoU {iou[automatic]:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig
