@@ -219,6 +219,7 @@ def _overflowing_code(page: Path) -> list[str]:
         dom = _render(probe.as_uri(), width=1300)
     finally:
         probe.unlink()
-    report = re.search(r"overflow\[([^\]]*)\]", dom)
+    # The report's div, not the script's own source (the DOM dump holds both).
+    report = re.search(r'id="overflow-report">overflow\[([^\]]*)\]', dom)
     assert report, f"{page.name}: the overflow probe did not run"
     return report.group(1).split()

@@ -19,6 +19,7 @@ def _draw(a=1.0, b=0.0):
 
 
 def test_live_sliders_draw_at_once_and_on_every_move():
+    plt.close("all")  # figures other tests left open are not this test's
     before = len(viz._SLIDER_GROUPS)
     box = viz.live_sliders(_draw, a=widgets.FloatSlider(value=1.0, min=0.0, max=2.0),
                            b=widgets.FloatSlider(value=0.0, min=-1.0, max=1.0))
