@@ -62,3 +62,20 @@ def test_a_fixed_number_of_threads_is_kept_and_a_bad_setting_is_named(clock):
     for bad in ("two", "0"):
         with pytest.raises(ValueError, match="WSOL_CPU_THREADS"):
             ThreadGovernor(bad)
+
+
+def test_a_deterministic_run_keeps_its_threads_while_another_process_is_busy(monkeypatch):
+    """Exact resume needs the same floating-point sums: no thread changes in deterministic runs."""
+    from wsolkit.train import TrainConfig, fit, toy_images
+
+    made = []
+    monkeypatch.setattr("wsolkit.train.loop.ThreadGovernor",
+                        lambda *a, **k: made.append(1) or ThreadGovernor("1"))
+    config = TrainConfig(model="simple_gap", model_kwargs={"widths": [8, 8, 16, 16]},
+                         num_classes=4, image_size=16, epochs=1, batch_size=16,
+                         deterministic=True)
+    summary = fit(None, toy_images(32, 16, 4, 0), config, progress=False)
+    assert made == [] and "cpu_threads" not in summary["history"][0]
+    fit(None, toy_images(32, 16, 4, 0), TrainConfig(**{**config.to_dict(), "deterministic": False}),
+        progress=False)
+    assert made == [1]

@@ -249,8 +249,11 @@ def _fit(model, train_data, config: TrainConfig, d: Processes, device: torch.dev
 
         bar = tqdm(total=total_steps, initial=start_epoch * spe, desc=f"{config.model}", unit="step",
                    dynamic_ncols=True)
-    # On the CPU, one process: as many threads as other processes leave cores free.
-    governor = ThreadGovernor() if device.type == "cpu" and not d.active else None
+    # On the CPU, one process: as many threads as other processes leave cores free. Not for a
+    # deterministic run: the number of threads decides the order of floating-point sums, and
+    # a resumed run must end with the weights of an uninterrupted one.
+    adapt = device.type == "cpu" and not d.active and not config.deterministic
+    governor = ThreadGovernor() if adapt else None
     try:
         for epoch in range(start_epoch, config.epochs):
             threads = governor.update() if governor is not None else None

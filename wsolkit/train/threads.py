@@ -14,7 +14,8 @@ keep the speed:
   they are free again.
 
 ``WSOL_CPU_THREADS`` fixes the number instead (an integer), ``auto`` (the default) adapts. The
-number of threads changes no result beyond the order of floating-point sums.
+number of threads changes no result beyond the order of floating-point sums; a run with
+``TrainConfig.deterministic`` keeps the caller's number, so that it is repeatable bit for bit.
 """
 
 from __future__ import annotations
