@@ -219,3 +219,20 @@ def test_ratio_and_match_arrays():
     np.testing.assert_allclose(scenes.ratio([3.0, 1.0], [2.0, 0.0]), [1.5, np.nan])
     assert set(scenes.MATCH_ARRAYS) == set(scenes.DetectionMatches.from_arrays(
         {name: np.zeros(1) for name in scenes.MATCH_ARRAYS}).to_arrays())
+
+
+def test_two_arms_are_compared_replicate_by_replicate_within_each_seed():
+    from wsolkit.evaluation.scenes import compare_per_seed, format_interval
+
+    first = [np.array([4.0, 5.0, 3.0, 4.0]), np.array([6.0, 6.0, 6.0, 6.0])]
+    second = [np.array([2.0, 2.0, 2.0, 2.0]), np.array([3.0, 4.0, 2.0, 3.0])]
+    estimate, low, high = compare_per_seed(first, second)
+    assert estimate == pytest.approx(2.5)  # the full samples: (4-2 + 6-3) / 2
+    assert low <= estimate <= high and high <= 3.0
+    assert compare_per_seed(first, second, "ratio")[0] == pytest.approx((2 + 2) / 2)
+    assert compare_per_seed(first, second, "gain")[0] == pytest.approx(100.0)
+    assert format_interval((0.756, 0.7401, 0.78)) == "0.76 [0.74, 0.78]"
+    with pytest.raises(EvaluationError, match="how"):
+        compare_per_seed(first, second, "sum")
+    with pytest.raises(EvaluationError, match="seeds"):
+        compare_per_seed(first, second[:1])

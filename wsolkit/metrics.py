@@ -610,6 +610,48 @@ class CocoDetectionResult:
     category_ids: tuple[int, ...]
 
 
+def evaluated_cocoeval(coco_gt, results: list[dict], ious: np.ndarray, *, max_dets: int = 100,
+                       area: str = "all", image_ids: Sequence[int] | None = None,
+                       category_ids: Sequence[int] | None = None, error=None):
+    """pycocotools' bounding-box ``COCOeval`` with these settings, after ``evaluate()`` (the
+    per-image matching; ``accumulate()`` is the caller's): the one place that sets it up, for
+    :func:`coco_detection_eval` and the per-detection matching of
+    :func:`wsolkit.evaluation.scenes.match_detections`.
+
+    Args:
+        coco_gt, results, max_dets, area, image_ids, category_ids: as
+            :func:`coco_detection_eval`; ``ious`` the checked IoU thresholds.
+        error: the exception class for a bad ``area`` (default :class:`MetricInputError`).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    error = error or MetricInputError
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        if results:
+            coco_dt = coco_gt.loadRes(list(results))
+        else:
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
+                               "categories": list(coco_gt.dataset["categories"]),
+                               "annotations": []}
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        params = evaluator.params
+        if area not in params.areaRngLbl:
+            raise error(f"area = {area!r}; expected one of {params.areaRngLbl}.")
+        params.areaRng = [params.areaRng[params.areaRngLbl.index(area)]]
+        params.areaRngLbl = [area]
+        params.iouThrs = ious
+        params.maxDets = [int(max_dets)]
+        if image_ids is not None:
+            params.imgIds = sorted(int(i) for i in image_ids)
+        if category_ids is not None:
+            params.catIds = sorted(int(c) for c in category_ids)
+        evaluator.evaluate()
+    return evaluator
+
+
 def coco_detection_eval(coco_gt, results: list[dict],
                         iou_thresholds: Sequence[float] = (0.0, 0.25), max_dets: int = 100,
                         area: str = "all", image_ids: Sequence[int] | None = None,
@@ -637,9 +679,6 @@ def coco_detection_eval(coco_gt, results: list[dict],
         MetricInputError: for detections of unknown images or categories, bad IoU thresholds,
             or when no evaluated category has ground truth.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     ious = np.asarray(iou_thresholds, dtype=np.float64).reshape(-1)
     if ious.size == 0 or np.any((ious < 0) | (ious > 1)) or np.unique(ious).size != ious.size:
         raise MetricInputError(
@@ -654,28 +693,10 @@ def coco_detection_eval(coco_gt, results: list[dict],
             f"{len(unknown_cats)} category ids that the ground truth lacks (e.g. images "
             f"{sorted(unknown_images)[:5]}, categories {sorted(unknown_cats)[:5]}); COCOeval "
             "would drop them. Use the ground truth's ids.")
+    evaluator = evaluated_cocoeval(coco_gt, results, ious, max_dets=max_dets, area=area,
+                                   image_ids=image_ids, category_ids=category_ids)
+    params = evaluator.params
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        if results:
-            coco_dt = coco_gt.loadRes(list(results))
-        else:
-            coco_dt = COCO()
-            coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
-                               "categories": list(coco_gt.dataset["categories"]),
-                               "annotations": []}
-            coco_dt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        params = evaluator.params
-        if area not in params.areaRngLbl:
-            raise MetricInputError(f"area = {area!r}; expected one of {params.areaRngLbl}.")
-        params.areaRng = [params.areaRng[params.areaRngLbl.index(area)]]
-        params.areaRngLbl = [area]
-        params.iouThrs = ious
-        params.maxDets = [int(max_dets)]
-        if image_ids is not None:
-            params.imgIds = sorted(int(i) for i in image_ids)
-        if category_ids is not None:
-            params.catIds = sorted(int(c) for c in category_ids)
-        evaluator.evaluate()
         evaluator.accumulate()
     precision = evaluator.eval["precision"][:, :, :, 0, 0]
     cats = tuple(int(c) for c in params.catIds)

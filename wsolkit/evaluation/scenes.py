@@ -29,8 +29,6 @@ are at the end: :func:`class_palette`, :func:`short_class_name`, :func:`draw_cla
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,10 +37,13 @@ import numpy as np
 from .localization import EvaluationError
 
 __all__ = [
+    "COMPARISONS",
     "DetectionMatches",
     "MATCH_ARRAYS",
     "RECALL_GRID",
     "bootstrap_weights",
+    "compare_per_seed",
+    "format_interval",
     "cell_score_figure",
     "class_map_grid",
     "class_palette",
@@ -140,8 +141,7 @@ def match_detections(coco_gt, results: list[dict], image_ids: Sequence[int],
         EvaluationError: detections of images that are not in ``image_ids``, repeated image ids,
             or bad IoU thresholds.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from wsolkit.metrics import evaluated_cocoeval
 
     ious = np.asarray(iou_thresholds, dtype=np.float64).reshape(-1)
     if ious.size == 0 or np.any((ious < 0) | (ious > 1)) or np.unique(ious).size != ious.size:
@@ -155,25 +155,9 @@ def match_detections(coco_gt, results: list[dict], image_ids: Sequence[int],
     if stray:
         raise EvaluationError(f"match_detections: {len(stray)} detected images are not among "
                               f"the {len(ids)} image_ids (e.g. {sorted(stray)[:5]}).")
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        if results:
-            coco_dt = coco_gt.loadRes(list(results))
-        else:
-            coco_dt = COCO()
-            coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
-                               "categories": list(coco_gt.dataset["categories"]),
-                               "annotations": []}
-            coco_dt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        params = evaluator.params
-        if area not in params.areaRngLbl:
-            raise EvaluationError(f"area = {area!r}; expected one of {params.areaRngLbl}.")
-        params.areaRng = [params.areaRng[params.areaRngLbl.index(area)]]
-        params.areaRngLbl = [area]
-        params.iouThrs = ious
-        params.maxDets = [int(max_dets)]
-        params.imgIds = sorted(ids)
-        evaluator.evaluate()
+    evaluator = evaluated_cocoeval(coco_gt, results, ious, max_dets=max_dets, area=area,
+                                   image_ids=ids, error=EvaluationError)
+    params = evaluator.params
     cats = [int(c) for c in params.catIds]
     n_images = len(params.imgIds)
     gt_counts = np.zeros((len(cats), len(ids)), dtype=np.int64)
@@ -332,6 +316,35 @@ def seed_interval(values: Sequence[np.ndarray], *,
     tail = (1 - confidence) / 2 * 100
     low, high = np.nanpercentile(stacked[:, 1:].mean(axis=0), [tail, 100 - tail])
     return float(stacked[:, 0].mean()), float(low), float(high)
+
+
+#: How two arms' per-seed bootstrap values are compared (:func:`compare_per_seed`).
+COMPARISONS = ("diff", "gain", "ratio")
+
+
+def compare_per_seed(first: Sequence[np.ndarray], second: Sequence[np.ndarray],
+                     how: str = "diff") -> tuple[float, float, float]:
+    """Two arms measured under the same :func:`bootstrap_weights` (one ``(1 + R,)`` array per
+    seed each), compared replicate by replicate within each seed (so the comparison is paired
+    by scene): ``"diff"`` first - second, ``"gain"`` the relative gain in percent
+    (:func:`relative_gain`), ``"ratio"`` first / second; then :func:`seed_interval`.
+
+    Raises:
+        EvaluationError: an unknown ``how``, or arms with different numbers of seeds.
+    """
+    functions = {"diff": np.subtract, "gain": relative_gain, "ratio": ratio}
+    if how not in functions:
+        raise EvaluationError(f"compare_per_seed: how = {how!r}; expected one of {COMPARISONS}.")
+    if len(first) != len(second):
+        raise EvaluationError(f"compare_per_seed: {len(first)} seeds against {len(second)}; "
+                              "expected the same seeds in both arms.")
+    return seed_interval([functions[how](a, b) for a, b in zip(first, second)])
+
+
+def format_interval(stat: Sequence[float], digits: int = 2) -> str:
+    """``(estimate, low, high)`` as a table cell: ``"0.76 [0.74, 0.78]"``."""
+    estimate, low, high = stat
+    return f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def ratio(value, reference):
