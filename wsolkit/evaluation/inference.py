@@ -31,11 +31,30 @@ def _default_device() -> torch.device:
 
 
 @torch.no_grad()
+def stage_features(model: torch.nn.Module, images: torch.Tensor, *, mean: Sequence[float],
+                   std: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Every stage's output for a few images, in evaluation mode (plug-ins inactive).
+
+    Args:
+        model: a ``wsolkit.models`` network.
+        images: ``(N, 3, S, S)`` uint8.
+        mean, std: the normalisation the model was trained with.
+
+    Returns:
+        ``{stage name: (N, K, h, w) float32}`` on the CPU, and ``"cam"``.
+    """
+    device = next(model.parameters()).device
+    _, features = model.eval()(_normalise(images.to(device), mean, std))
+    return {name: value.float().cpu() for name, value in features.items()}
+
+
+@torch.no_grad()
 def predict_maps(model: torch.nn.Module, images: torch.Tensor, *, classes: torch.Tensor | None = None,
                  mean: Sequence[float], std: Sequence[float], map_name: str = "cam",
                  batch_size: int = 256, device: torch.device | str | None = None,
-                 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """Yields ``(rows, logits, score_maps)`` batch by batch.
+                 with_features: bool = False) -> Iterator[tuple]:
+    """Yields ``(rows, logits, score_maps)`` batch by batch (``with_features``: and the last
+    feature maps, ``features["cam"]``).
 
     Args:
         model: a ``wsolkit.models`` network (returns ``(logits, features)``).
@@ -46,6 +65,8 @@ def predict_maps(model: torch.nn.Module, images: torch.Tensor, *, classes: torch
             the CAM.
         batch_size: images per forward pass.
         device: default CUDA when available.
+        with_features: also yield ``(B, K, h, w)`` float32 ``features["cam"]`` on the CPU (the
+            two-stage search of :mod:`wsolkit.methods.rcam` reads them).
 
     Yields:
         the slice of rows, ``(B, C)`` float32 logits on the CPU and ``(B, S, S)`` float32 score
@@ -66,4 +87,7 @@ def predict_maps(model: torch.nn.Module, images: torch.Tensor, *, classes: torch
             # count is reported once per evaluation by evaluate_localization.
             warnings.simplefilter("ignore")
             maps = normalize_maps(upsample_maps(raw, size, mode="bicubic"), mode="minmax")
-        yield rows, logits.float().cpu(), maps.cpu()
+        if with_features:
+            yield rows, logits.float().cpu(), maps.cpu(), features["cam"].float().cpu()
+        else:
+            yield rows, logits.float().cpu(), maps.cpu()

@@ -288,7 +288,9 @@ def evaluate_image_thresholds(model: torch.nn.Module, data: LocalizationSet,
 
     Each chooser sees the score maps of the true class, computed as :func:`predict_maps` does
     for :func:`evaluate_localization`, and returns one threshold per image; an image it leaves
-    undecided (NaN) is scored at ``fallback`` and counted.
+    undecided (NaN) is scored at ``fallback`` and counted. A chooser whose attribute
+    ``needs_features`` is true is called as ``choose(maps, features=...)`` with the batch's
+    last feature maps ``(B, K, h, w)`` (the two-stage search of :mod:`wsolkit.methods.rcam`).
 
     Returns:
         ``{"num_images", "top1_cls", "per_image_top1", "degenerate_maps", "choosers": {name:
@@ -302,13 +304,17 @@ def evaluate_image_thresholds(model: torch.nn.Module, data: LocalizationSet,
     undecided = dict.fromkeys(choosers, 0)
     correct_cls = []
     degenerate = 0
-    for rows, logits, maps in predict_maps(model, data.images, classes=data.labels, mean=mean,
-                                           std=std, map_name=map_name, batch_size=batch_size,
-                                           device=device):
+    for rows, logits, maps, features in predict_maps(
+            model, data.images, classes=data.labels, mean=mean, std=std, map_name=map_name,
+            batch_size=batch_size, device=device, with_features=True):
         degenerate += int((maps.flatten(1).amax(1) == 0).sum())
         correct_cls.append((logits.argmax(1) == data.labels[rows]).numpy())
         for name, choose in choosers.items():
-            chosen = np.asarray(choose(maps), dtype=np.float64).reshape(-1)
+            if getattr(choose, "needs_features", False):
+                chosen = choose(maps, features=features)
+            else:
+                chosen = choose(maps)
+            chosen = np.asarray(chosen, dtype=np.float64).reshape(-1)
             if chosen.shape[0] != maps.shape[0]:
                 raise EvaluationError(
                     f"threshold chooser {name!r} returned {chosen.shape[0]} thresholds for "

@@ -49,7 +49,7 @@ __all__ = ["COLUMNS", "PER_IMAGE_METRICS", "Arm", "MapEvaluations", "TableError"
 PER_IMAGE_METRICS = ("top-1 cls", "GT-known loc", "top-1 loc")
 #: The columns of :func:`row_scores`, in order.
 COLUMNS = ("top-1 cls", "top-1 loc", "GT-known loc", "MaxBoxAccV2", "PxAP", "threshold",
-           "fallbacks")
+           "fallbacks", "top-1 cls err", "top-1 loc err", "GT-known loc err")
 #: An arm: ``(method, map name, rule)``.
 Arm = tuple[str, str, str]
 _LOC_IOU = 0.5
@@ -196,7 +196,8 @@ def max_box_acc_v2(iou_all, iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
 
 
 def row_scores(evaluation: MapEvaluations, rule: str) -> dict[str, float]:
-    """One model's map under one rule: the columns :data:`COLUMNS` (percent).
+    """One model's map under one rule: the columns :data:`COLUMNS` (percent; ``... err`` is
+    100 minus the accuracy).
 
     ``threshold`` is the mean threshold used, ``fallbacks`` the number of images a per-image
     rule left undecided (scored at the fallback, 0.2); MaxBoxAccV2 and PxAP do not depend on
@@ -210,6 +211,8 @@ def row_scores(evaluation: MapEvaluations, rule: str) -> dict[str, float]:
     scores["threshold"] = float(rule_thresholds(evaluation, rule).mean())
     scores["fallbacks"] = (0 if rule in ("fixed", "val")
                            else int(_chooser(evaluation, rule)["undecided"]))
+    for metric in PER_IMAGE_METRICS:  # the error rates papers print: 100 - accuracy
+        scores[f"{metric} err"] = 100.0 - scores[metric]
     return {column: scores[column] for column in COLUMNS}
 
 
