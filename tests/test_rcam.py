@@ -86,6 +86,27 @@ def test_the_two_stage_search_picks_the_box_whose_seeds_lie_on_the_object_bounda
     assert ring == pytest.approx(expected, rel=1e-5)
 
 
+def test_the_per_seed_contrast_does_not_shrink_with_the_number_of_seeds():
+    # Two seed sets with the same mix of object and background vectors, one repeated: the
+    # mean map is identical, so both contrasts agree; with one more, different seed the mean
+    # map smooths while the per-seed contrast is the mean of the seeds' own variances.
+    f = torch.zeros(2, 1, 4)
+    f[:, 0, :2] = torch.tensor([1.0, 0.0])[:, None]
+    f[:, 0, 2:] = torch.tensor([0.0, 1.0])[:, None]
+    one = np.array([[0, 0]])
+    both = np.array([[0, 0], [0, 3]])
+    own = seed_similarity(f, one, per_seed=True)
+    assert own.shape == (1, 1, 4) and own[0, 0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert float(seed_similarity(f, both).var(unbiased=False)) == 0.0
+    per_seed = seed_similarity(f, both, per_seed=True).flatten(1).var(1, unbiased=False)
+    assert per_seed.mean().item() == pytest.approx(0.25)
+    score, features = _object_with_core()
+    found = two_stage_search(score, features, contrast="per_seed")
+    assert found.boxes[found.index].tolist() == [8, 8, 24, 24]
+    with pytest.raises(ValueError, match="contrast"):
+        two_stage_chooser(contrast="median")
+
+
 def test_a_threshold_with_fewer_than_four_border_points_is_skipped():
     score = np.zeros((16, 16))
     score[4:12, 4:12] = 0.4

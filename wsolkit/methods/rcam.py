@@ -25,6 +25,11 @@ border points are counted on the upsampled map's pixels; a pixel maps to the fea
 ``floor(y h / H), floor(x w / W)``, and a seed is counted once per cell; the similarity map
 covers every cell, the seeds' own included; the variance is the population variance over the
 cells. The search becomes a threshold rule of the evaluator (:func:`two_stage_chooser`).
+
+The criterion as written has a bias the thesis does not discuss: averaging more seeds smooths the
+mean map, so a box with many border points (the whole image, at the lowest thresholds) has a low
+variance whatever its seeds resemble. ``contrast="per_seed"`` averages each seed's own variance
+instead, which does not shrink with the number of seeds; the chapter measures both.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from wsolkit.boxes import largest_component_boxes
 from wsolkit.methods.improving_cam import PAPER_THRESHOLDS, recombined_cams, signed_cams
 
 __all__ = [
+    "CONTRASTS",
     "MIN_BORDER_POINTS",
     "PAPER_TABLE",
     "TwoStageSearch",
@@ -53,6 +59,9 @@ __all__ = [
 
 #: Fewer border points than this and a threshold has no box (section 5.5.1).
 MIN_BORDER_POINTS = 4
+#: How a box's contrast is measured: ``"mean_map"``, the variance of the seeds' mean similarity
+#: map (section 5.4.3 as written); ``"per_seed"``, the mean of each seed's own map's variance.
+CONTRASTS = ("mean_map", "per_seed")
 
 #: Table 10 (CUB-200-2011, VGG16; top-1 cls err, top-1 loc err), every row as printed.
 PAPER_TABLE = {
@@ -104,13 +113,23 @@ def border_points(foreground: np.ndarray, box: Sequence[int]) -> np.ndarray:
     return np.stack([rows[on_edge], cols[on_edge]], axis=1).astype(np.int64)
 
 
-def seed_similarity(features: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
-    """Eq. 22 averaged over the seeds: ``(K, h, w)`` features, ``(S, 2)`` seed cells ->
-    ``(h, w)`` mean cosine similarity of every cell to the seed vectors."""
+def seed_similarity(features: torch.Tensor, cells: np.ndarray, *,
+                    per_seed: bool = False) -> torch.Tensor:
+    """Eq. 22: the cosine similarity of every cell to each seed vector.
+
+    Args:
+        features: ``(K, h, w)``.
+        cells: ``(S, 2)`` seed cells ``(row, col)``.
+        per_seed: return every seed's map instead of their mean.
+
+    Returns:
+        ``(h, w)`` the mean over the seeds, or ``(S, h, w)`` with ``per_seed``.
+    """
     k, h, w = features.shape
     flat = torch.nn.functional.normalize(features.reshape(k, h * w).float(), dim=0)
     seeds = flat[:, torch.as_tensor(cells[:, 0] * w + cells[:, 1], dtype=torch.long)]
-    return (seeds.T @ flat).mean(0).view(h, w)
+    maps = (seeds.T @ flat).view(-1, h, w)
+    return maps if per_seed else maps.mean(0)
 
 
 @dataclass
@@ -139,7 +158,8 @@ class TwoStageSearch:
 
 
 def two_stage_search(score_map, features: torch.Tensor, thresholds=PAPER_THRESHOLDS,
-                     min_points: int = MIN_BORDER_POINTS) -> TwoStageSearch:
+                     min_points: int = MIN_BORDER_POINTS,
+                     contrast: str = "mean_map") -> TwoStageSearch:
     """Section 5.4.3 for one image.
 
     Args:
@@ -147,10 +167,14 @@ def two_stage_search(score_map, features: torch.Tensor, thresholds=PAPER_THRESHO
         features: ``(K, h, w)`` the last feature map of the same image.
         thresholds: candidate thresholds, increasing, in ``[0, 1]``.
         min_points: border points a box needs.
+        contrast: one of :data:`CONTRASTS`.
 
     Returns:
-        :class:`TwoStageSearch`.
+        :class:`TwoStageSearch` (``variances`` holds the contrast chosen).
     """
+    if contrast not in CONTRASTS:
+        raise ValueError(f"two_stage_search: contrast = {contrast!r}; expected one of "
+                         f"{CONTRASTS}.")
     values = np.asarray(score_map, dtype=np.float64)
     if values.ndim != 2 or not np.isfinite(values).all():
         raise ValueError(f"two_stage_search: score_map has shape {values.shape} or non-finite "
@@ -170,17 +194,23 @@ def two_stage_search(score_map, features: torch.Tensor, thresholds=PAPER_THRESHO
         if len(found) < min_points:
             continue
         cells = np.unique(np.stack([found[:, 0] * h // H, found[:, 1] * w // W], axis=1), axis=0)
-        variances[i] = float(seed_similarity(features, cells).double().var(unbiased=False))
+        maps = seed_similarity(features, cells, per_seed=contrast == "per_seed").double()
+        variances[i] = float(maps.flatten(-2).var(dim=-1, unbiased=False).mean())
     index = int(np.nanargmin(variances)) if np.isfinite(variances).any() else -1
     return TwoStageSearch(t, boxes, points, variances, index)
 
 
-def two_stage_chooser(thresholds=PAPER_THRESHOLDS, min_points: int = MIN_BORDER_POINTS):
+def two_stage_chooser(thresholds=PAPER_THRESHOLDS, min_points: int = MIN_BORDER_POINTS,
+                      contrast: str = "mean_map"):
     """``choose(maps, features=...) -> (N,)`` thresholds (NaN where none qualifies) for
     :func:`wsolkit.evaluation.evaluate_image_thresholds`, which passes each batch's last
     feature map to a chooser whose ``needs_features`` is true."""
+    if contrast not in CONTRASTS:
+        raise ValueError(f"two_stage_chooser: contrast = {contrast!r}; expected one of "
+                         f"{CONTRASTS}.")
+
     def choose(maps, features) -> np.ndarray:
-        return np.array([two_stage_search(m, f, thresholds, min_points).threshold
+        return np.array([two_stage_search(m, f, thresholds, min_points, contrast).threshold
                          for m, f in zip(np.asarray(maps), features)])
 
     choose.needs_features = True
