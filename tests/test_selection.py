@@ -246,3 +246,14 @@ def test_the_plug_positions_keep_the_sizes_of_vggs_maps_relative_to_the_last(bac
         assert sides == {"pool2": 28, "pool3": 14, "block4": 14}
     with pytest.raises(MethodError, match="pool5"):
         plug_positions(["pool5"], backbone)
+
+
+def test_plug_options_name_a_row_of_tables_1_and_7_on_a_backbone():
+    from wsolkit.methods.selection import plug_options
+
+    got = plug_options("amh", "simple_gap", "+ pool4", hide_side=0.5)
+    assert got == {"amh": {"positions": ["pool3", "block4"],
+                           "reference_sides": {"pool3": 14, "block4": 14}, "hide_side": 0.5}}
+    assert plug_options("ass", "vgg16_gap")["ass"]["reference_sides"] is None
+    with pytest.raises(MethodError, match="plug row"):
+        plug_options("ass", "simple_gap", "+ pool5")

@@ -45,8 +45,8 @@ from torch import nn
 from wsolkit.methods.improving_cam import spatial_softmax
 from wsolkit.methods.registry import MethodError, MethodParts, register_method
 from wsolkit.methods.selection import (
-    BRANCHES, PAPER_SETTINGS, SelectionSettings, _reference_sides, branch_share_term,
-    drop_mask, selection_masks, self_attention, settings_from,
+    BRANCHES, PAPER_SETTINGS, AttentionSelection, SelectionSettings, _reference_sides,
+    branch_share_term, drop_mask, selection_masks, self_attention, settings_from,
 )
 
 __all__ = [
@@ -188,7 +188,7 @@ def dual_hiding_mask(features: torch.Tensor, *, drop: float = 0.8, hide_side: fl
     return mask.to(features.dtype)
 
 
-class DualHiding(nn.Module):
+class DualHiding(AttentionSelection):
     """AMH as a plug-in: ``(N, K, h, w) -> (N, K, h, w)``, the identity at evaluation.
 
     Args:
@@ -199,7 +199,8 @@ class DualHiding(nn.Module):
         select: ``False`` applies the dual mask to every image (no selection strategy).
 
     Attributes:
-        branch_counts: as :class:`~wsolkit.methods.selection.AttentionSelection`.
+        branch_counts: as :class:`~wsolkit.methods.selection.AttentionSelection`, whose
+            training-only forward pass it shares.
     """
 
     def __init__(self, settings: SelectionSettings = PAPER_SETTINGS,
@@ -207,7 +208,7 @@ class DualHiding(nn.Module):
                  channel_points: int = 1, spatial_points: int = 1,
                  channel_score: str = "weighted", attention_mask: bool = True,
                  select: bool = True) -> None:
-        super().__init__()
+        super().__init__(settings, reference_side)
         if not 0 < hide_side <= 1:
             raise MethodError(f"AMH: hide_side = {hide_side!r}; expected a fraction in (0, 1].")
         for name, value in (("channel_points", channel_points), ("spatial_points", spatial_points)):
@@ -216,14 +217,10 @@ class DualHiding(nn.Module):
         if channel_score not in CHANNEL_SCORES:
             raise MethodError(f"AMH: channel_score = {channel_score!r}; expected one of "
                               f"{CHANNEL_SCORES}.")
-        if reference_side is not None and (not isinstance(reference_side, int)
-                                           or reference_side < 1):
-            raise MethodError(f"AMH: reference side = {reference_side!r}; expected an int >= 1.")
-        self.settings, self.reference_side, self.select = settings, reference_side, bool(select)
+        self.select = bool(select)
         self.mask_options = dict(drop=settings.drop, hide_side=float(hide_side),
                                  channel_points=channel_points, spatial_points=spatial_points,
                                  channel_score=channel_score, attention_mask=bool(attention_mask))
-        self.branch_counts: torch.Tensor | None = None
 
     def masks(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(masks, branches)`` for a batch (what training multiplies the features with)."""
@@ -232,17 +229,8 @@ class DualHiding(nn.Module):
             branches = torch.full((features.shape[0],), BRANCHES.index("hidden"),
                                   device=features.device, dtype=torch.int64)
             return hidden, branches
-        h, w = features.shape[-2:]
-        scale = 1.0 if self.reference_side is None else h * w / self.reference_side ** 2
-        return selection_masks(features, self.settings, dispersion_scale=scale,
-                               hidden_mask=hidden)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return features
-        masks, branches = self.masks(features)
-        self.branch_counts = torch.bincount(branches, minlength=len(BRANCHES)).detach()
-        return features * masks
+        return selection_masks(features, self.settings, hidden_mask=hidden,
+                               dispersion_scale=self.dispersion_scale(*features.shape[-2:]))
 
     def extra_repr(self) -> str:
         return f"select={self.select}, reference_side={self.reference_side}, {self.mask_options}"

@@ -76,6 +76,7 @@ __all__ = [
     "branch_shares",
     "count_components",
     "plot_attention_masks",
+    "plug_options",
     "plug_positions",
     "dispersion",
     "drop_mask",
@@ -146,6 +147,17 @@ def plug_positions(vgg_positions: Sequence[str], backbone: str
     if backbone == "vgg16_gap":
         return positions, None
     return positions, {table[p]: VGG16_SIDES[p] for p in vgg_positions}
+
+
+def plug_options(method: str, backbone: str, vgg_rows: str = "+ pool3", **options) -> dict:
+    """``TrainConfig.method`` for ASS or AMH (``method``: ``"ass"`` or ``"amh"``) plugged at
+    the positions of one row of Tables 1 and 7 (:data:`PLUG_ROWS`), mapped to ``backbone`` with
+    the dispersion threshold scaled to its maps (:func:`plug_positions`); ``options``: the
+    method's other options."""
+    if vgg_rows not in PLUG_ROWS:
+        raise MethodError(f"unknown plug row {vgg_rows!r}; expected one of {list(PLUG_ROWS)}.")
+    positions, sides = plug_positions(PLUG_ROWS[vgg_rows], backbone)
+    return {method: {"positions": positions, "reference_sides": sides, **options}}
 
 
 @dataclass(frozen=True)
@@ -344,7 +356,7 @@ class AttentionSelection(nn.Module):
             raise MethodError(f"ASS: strategy = {strategy!r}; expected one of {STRATEGIES}.")
         if reference_side is not None and (not isinstance(reference_side, int)
                                            or reference_side < 1):
-            raise MethodError(f"ASS: reference side = {reference_side!r}; expected an int >= 1.")
+            raise MethodError(f"reference side = {reference_side!r}; expected an int >= 1.")
         self.settings, self.reference_side, self.strategy = settings, reference_side, strategy
         self.branch_counts: torch.Tensor | None = None
 
