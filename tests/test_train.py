@@ -123,6 +123,16 @@ def test_amp_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16(monkeypatch, nati
     assert summary["amp"] == ("bf16" if native else "off")
 
 
+@pytest.mark.parametrize("setting, native", [("0", False), ("1", True)])
+def test_the_environment_overrides_the_detected_bf16_capability(monkeypatch, setting, native):
+    monkeypatch.setenv("WSOL_NATIVE_BF16", setting)
+    assert wsolkit.train.precision.cpu_has_native_bf16() is native
+    assert resolved_amp(tiny_config(), "cpu") == ("bf16" if native else "off")
+    monkeypatch.setenv("WSOL_NATIVE_BF16", "yes")
+    with pytest.raises(ValueError, match="WSOL_NATIVE_BF16='yes': expected 0"):
+        wsolkit.train.precision.cpu_has_native_bf16()
+
+
 def test_bf16_training_on_the_cpu_learns():
     summary = fit(None, toy_images(128, 16, 4, 0), tiny_config(epochs=4, amp="bf16"),
                   val_data=toy_images(64, 16, 4, 1), progress=False)

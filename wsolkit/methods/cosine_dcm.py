@@ -49,6 +49,7 @@ scenes), :func:`cell_statistics` (Fig. 2 over a split), :func:`crop_accuracy`,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,7 @@ from wsolkit.metrics import detections_to_coco
 
 __all__ = [
     "DCMInputError",
+    "evaluation_code",
     "Detections",
     "RandomErasing",
     "activated_scores",
@@ -1093,3 +1095,22 @@ def scene_class_map(dense: torch.Tensor, size: tuple[int, int], theta_cls: float
             labels = dense_class_map(up, theta_cls, theta_sim, selected=selected)[0]
             (det,) = dcm_detections([dense], embeddings, [size], [theta_bbox], theta_cls=theta_cls)
     return labels.numpy(), det
+
+
+def evaluation_code() -> list:
+    """The modules whose source decides chapter 01's cached results (``code=`` of
+    :func:`wsolkit.evaluation.cached_result`): this file, the taxonomy, the scene statistics,
+    the scene loader and the protocol (CAM math, boxes, COCO metrics). Keying on these rather
+    than on the whole package keeps the chapter's evaluations cached across unrelated edits.
+    """
+    import wsolkit.boxes.protocol
+    import wsolkit.boxes.sweep
+    import wsolkit.cam
+    import wsolkit.evaluation.detection
+    import wsolkit.evaluation.scenes
+    import wsolkit.hierarchy
+    import wsolkit.metrics
+
+    return [sys.modules[__name__], wsolkit.hierarchy, wsolkit.evaluation.scenes,
+            wsolkit.evaluation.detection, wsolkit.cam, wsolkit.boxes.protocol,
+            wsolkit.boxes.sweep, wsolkit.metrics]
