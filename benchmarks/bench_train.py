@@ -10,8 +10,15 @@ CPU (``--cpu-default``): the default profile's models at 64 px, batch 64 (reduce
 ``fit`` in bf16 autocast, and ``fit`` on a Dataset that decodes PNG images every epoch; the
 extrapolated time of 30 epochs of 4,000 images.
 
+Book budget (``--book RUNS_DIR``): the training the book's runs cost, per chapter, from what the
+runs recorded (images trained, seconds, precision), and what the same runs would take on a CPU
+that trains CAM at ``--rate`` images/s (default: 490, the fp32 ``fit`` speed of chapter 00's CAM
+measured on a 2-core AMD EPYC without native bf16), each method slowed by its recorded speed
+relative to CAM's in the same folder.
+
 Prints ratios measured in the same run; absolute numbers depend on the machine and its load.
-Usage: ``python benchmarks/bench_train.py [--cpu-default] [--steps N] [--compile]``.
+Usage: ``python benchmarks/bench_train.py [--cpu-default] [--steps N] [--compile]
+[--book RUNS_DIR [--rate R ...]]``.
 """
 
 from __future__ import annotations
@@ -179,6 +186,56 @@ def gpu(args):
               f"{with_loader:8.0f} img/s -> loader share of step time {share:.0%}\n")
 
 
+def _run_record(run_dir):
+    """(chapter, method, images trained, recorded seconds, precision, images/s) of one run."""
+    import json
+
+    results = json.loads((run_dir / "results.json").read_text())
+    epochs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    images = sum(e["images_per_s"] * e["seconds"] for e in epochs)
+    seconds = sum(e["seconds"] for e in epochs)
+    config = results["config"]
+    method = "+".join(sorted(config["method"])) or "cam"
+    return (config["extra"].get("chapter", "?"), method, images, seconds,
+            results["metrics"].get("amp", "-"), images / seconds)
+
+
+def book_budget(args):
+    """Per chapter: models, images trained, recorded minutes, and minutes at each ``--rate``."""
+    from pathlib import Path
+
+    rows = [_run_record(d) for d in sorted(Path(args.book).iterdir())
+            if (d / "results.json").exists() and (d / "log.jsonl").exists()]
+    # The smoke profile's runs train a few hundred images an epoch; the budget is the book's.
+    rows = [r for r in rows if r[2] > 20_000]
+    if not rows:
+        raise SystemExit(f"--book {args.book}: no run folders with results.json and log.jsonl")
+    cam_speed = {}
+    for chapter, method, _, _, amp, speed in rows:
+        if method == "cam":
+            cam_speed.setdefault(amp, []).append(speed)
+    reference = {amp: float(np.median(v)) for amp, v in cam_speed.items()}
+    rates = args.rate
+    print(f"Runs in {args.book}: {len(rows)}; CAM's recorded speed "
+          + ", ".join(f"{amp} {v:.0f} img/s" for amp, v in reference.items()) + "\n")
+    header = (f"{'chapter':28s} {'models':>6s} {'images':>10s} {'recorded':>9s} {'precision':>9s} "
+              + " ".join(f"{'@' + str(int(r)) + ' img/s':>12s}" for r in rates))
+    print(header)
+    print("-" * len(header))
+    total = np.zeros(len(rates) + 1)
+    for chapter in sorted({r[0] for r in rows}):
+        mine = [r for r in rows if r[0] == chapter]
+        minutes = [sum(images / (rate * speed / reference.get(amp, speed))
+                       for _, _, images, _, amp, speed in mine) / 60 for rate in rates]
+        recorded = sum(r[3] for r in mine) / 60
+        total += [recorded, *minutes]
+        print(f"{chapter:28s} {len(mine):6d} {sum(r[2] for r in mine):10.0f} {recorded:7.1f} m "
+              f"{'/'.join(sorted({r[4] for r in mine})):>9s} "
+              + " ".join(f"{m:10.1f} m" for m in minutes))
+    print(f"{'all':28s} {len(rows):6d} {sum(r[2] for r in rows):10.0f} {total[0]:7.1f} m {'':9s} "
+          + " ".join(f"{m:10.1f} m" for m in total[1:]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-default", action="store_true", help="CPU default-profile models at 64 px")
@@ -190,7 +247,13 @@ def main():
     parser.add_argument("--num-workers", type=int, default=8, help="DataLoader workers (GPU mode)")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads (CPU mode); 1 gives the steadiest CPU-time figures on a busy machine")
+    parser.add_argument("--book", default=None, metavar="RUNS_DIR",
+                        help="report the training budget of the runs in RUNS_DIR instead")
+    parser.add_argument("--rate", type=float, nargs="+", default=[490.0],
+                        help="CAM training speeds (img/s) to extrapolate the budget to")
     args = parser.parse_args()
+    if args.book is not None:
+        return book_budget(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.cpu_default or not torch.cuda.is_available():
