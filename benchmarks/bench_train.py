@@ -190,8 +190,10 @@ def _run_record(run_dir):
     """(chapter, method, images trained, recorded seconds, precision, images/s) of one run."""
     import json
 
+    from wsolkit.runs import read_log
+
     results = json.loads((run_dir / "results.json").read_text())
-    epochs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    epochs = read_log(run_dir)
     images = sum(e["images_per_s"] * e["seconds"] for e in epochs)
     seconds = sum(e["seconds"] for e in epochs)
     config = results["config"]

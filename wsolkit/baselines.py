@@ -37,8 +37,8 @@ _COMMON = dict(adl_positions=["pool2", "pool3", "block4"], shared=True, preload_
 #: ImageNet weights with lr 1e-4, batch 64, new layers at 10x (Zhang, Chang & Bui, section 5).
 #: A shorter ``default`` (8 and 6 epochs at lr 0.4) trains CAM to the same classification and
 #: localization at a quarter of the cost, but not the hiding methods, which lose 5-10 points
-#: of classification and change five of chapter 02's verdicts (``benchmarks/README.md``, "The
-#: default schedule"), so the book keeps this one.
+#: of classification and change seven of chapter 02's and seven of chapter 03's verdicts
+#: (``benchmarks/README.md``, "The default schedule"), so the book keeps this one.
 RECIPES = {
     "smoke": dict(_COMMON, backbone="simple_gap", model_kwargs={}, size=64, seeds=[0],
                   batch_size=32, lr=0.05, optimizer="sgd", schedule="cosine", warmup=0.0,
