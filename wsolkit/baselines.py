@@ -1,10 +1,12 @@
-"""The baseline runs the chapters share: CAM, ADL and WGAP on the CUB and ILSVRC layouts.
+"""The baseline runs the chapters share: CAM, Hide-and-Seek, ADL and WGAP on the CUB and ILSVRC
+layouts.
 
 Training is the book's largest cost, so a model that several chapters compare against is trained
 once. A run is found by its name and the hash of its configuration (:mod:`wsolkit.runs`), so a
 chapter reuses another's run exactly when it asks for the same name and the same configuration;
 :func:`baseline` is the one place that makes them. On the ``smoke`` and ``default`` profiles the
-CUB-layout CAM runs are chapter 00's, and ADL, WGAP and the ILSVRC-layout CAM are chapter 02's;
+CUB-layout CAM and Hide-and-Seek runs are chapter 00's, the ILSVRC-layout Hide-and-Seek runs
+chapter 04's, and ADL, WGAP and the ILSVRC-layout CAM chapter 02's;
 chapters 03 onwards train only their own methods, with :func:`training_config` and the same
 recipe, so that every comparison with a baseline differs in the method alone.
 
@@ -22,14 +24,15 @@ from wsolkit.chapter import data_extra
 from wsolkit.profiles import check_choice, select
 from wsolkit.train import TrainConfig
 
-__all__ = ["BASELINES", "DATASETS", "RECIPES", "baseline", "baseline_options", "recipe",
+__all__ = ["BASELINES", "DATASETS", "OWNERS", "baseline_run", "RECIPES", "baseline", "baseline_options", "recipe",
            "training_config"]
 
 DATASETS = ("cub", "ilsvrc")
 
 # The embedded benchmark's ILSVRC-layout images are few enough to preload; real ILSVRC is
 # streamed with the standard augmentation.
-_COMMON = dict(adl_positions=["pool2", "pool3", "block4"], shared=True, preload_ilsvrc=True,
+_COMMON = dict(adl_positions=["pool2", "pool3", "block4"], has_patch=16, shared=True,
+               preload_ilsvrc=True,
                step_size={"cub": 15, "ilsvrc": 15})
 #: The training recipe of each profile (chapter 02's, which chapter 00's CAM runs match):
 #: ``default`` trains the simple_gap network for 30 epochs on the CUB layout and 15 on the
@@ -50,12 +53,16 @@ RECIPES = {
                   seeds=[0, 1, 2], batch_size=64, lr=1e-4, optimizer="sgd", schedule="step",
                   warmup=0.0, head_lr_mult=10.0, epochs={"cub": 50, "ilsvrc": 10},
                   step_size={"cub": 15, "ilsvrc": 3},
-                  adl_positions=["pool3", "pool4", "conv5_3"], shared=False,
+                  adl_positions=["pool3", "pool4", "conv5_3"], has_patch=56, shared=False,
                   preload_ilsvrc=False),
 }
 
 #: The baseline methods and their short names in run names.
-BASELINES = {"CAM": "cam", "ADL": "adl", "WGAP": "wgap"}
+BASELINES = {"CAM": "cam", "HaS": "has", "ADL": "adl", "WGAP": "wgap"}
+
+#: The chapter that trains each shared baseline on the ``smoke`` and ``default`` profiles.
+OWNERS = {("cub", "CAM"): "00_cam_baseline", ("cub", "HaS"): "00_cam_baseline",
+          ("ilsvrc", "HaS"): "04_saliency_aware"}
 
 
 def recipe(profile: str) -> dict:
@@ -65,10 +72,12 @@ def recipe(profile: str) -> dict:
 
 
 def baseline_options(method: str, settings: Mapping) -> dict:
-    """``TrainConfig.method`` of a baseline: CAM none, ADL at the recipe's positions (drop
-    rate 0.75, threshold 0.8, as Choe & Shim use for VGG), WGAP the softmax-weighted mean."""
+    """``TrainConfig.method`` of a baseline: CAM none, Hide-and-Seek the recipe's patch with
+    p = 0.5 (chapter 00's), ADL at the recipe's positions (drop rate 0.75, threshold 0.8, as
+    Choe & Shim use for VGG), WGAP the softmax-weighted mean."""
     check_choice("baseline", method, tuple(BASELINES))
     return {"CAM": {},
+            "HaS": {"hide_and_seek": {"patch": settings["has_patch"], "p": 0.5}},
             "ADL": {"adl": {"positions": list(settings["adl_positions"]), "drop_rate": 0.75,
                             "gamma": 0.8}},
             "WGAP": {"wgap": {"divide_by_area": False}}}[method]
@@ -109,8 +118,9 @@ def baseline(dataset: str, method: str, seed: int, root: str | os.PathLike, num_
              chapter: str | None = None, **overrides) -> tuple[str, TrainConfig]:
     """The shared baseline run ``(name, config)`` of ``method`` (a key of :data:`BASELINES`).
 
-    With ``settings["shared"]`` and no ``chapter``, the run is the one chapters 00 and 02 train:
-    CUB-layout CAM is ``00_cam_baseline-cam-s<seed>``, the others
+    With ``settings["shared"]`` and no ``chapter``, the run is the one its owner
+    (:data:`OWNERS`, else chapter 02) trains: CUB-layout CAM and Hide-and-Seek are chapter 00's
+    ``00_cam_baseline-<method>-s<seed>``, ILSVRC-layout Hide-and-Seek chapter 04's, the others
     ``02_improving_cam-<dataset>-<method>-s<seed>``. With ``chapter``, the run is that chapter's
     own (the ``paper`` profile, where each paper's recipe differs).
     """
@@ -119,10 +129,25 @@ def baseline(dataset: str, method: str, seed: int, root: str | os.PathLike, num_
         if not settings.get("shared", False):
             raise ValueError("baseline: this recipe shares no runs between chapters (the "
                              "'paper' profile); pass chapter= to train the chapter's own.")
-        chapter = "00_cam_baseline" if (dataset, method) == ("cub", "CAM") else "02_improving_cam"
+        chapter = OWNERS.get((dataset, method), "02_improving_cam")
     name = (f"{chapter}-{short}-s{seed}" if chapter == "00_cam_baseline"
             else f"{chapter}-{dataset}-{short}-s{seed}")
     config = training_config(dataset, root, num_classes, seed, baseline_options(method, settings),
                              settings=settings, chapter=chapter, backbone=backbone,
                              batch_size=batch_size, **overrides)
     return name, config
+
+
+def baseline_run(dataset: str, method: str, seed: int, root: str | os.PathLike, *,
+                 settings: Mapping, backbone: str | None = None, progress: bool | str = "auto"):
+    """The shared baseline run itself (a :class:`wsolkit.runs.RunRecord`): read from the run
+    cache, or trained now. For a chapter that uses another dataset's baseline as a frozen
+    network (chapter 04's perceptual network is the other layout's CAM)."""
+    from wsolkit.chapter import train_or_load
+    from wsolkit.data import get_dataset
+
+    options = {"train_boxes": False} if dataset == "ilsvrc" else {}
+    num_classes = get_dataset(dataset, root, "train", **options).num_classes
+    name, config = baseline(dataset, method, seed, root, num_classes, settings=settings,
+                            backbone=backbone)
+    return train_or_load(name, config, progress=progress)
