@@ -18,6 +18,10 @@ module                    method (configuration name)                  score map
                                                                        ``softmax_weighted``,
                                                                        ``positive_part``,
                                                                        ``negative_part``
+``selection``             Zhang (thesis), ASS (``ass``)                -
+``dual_hiding``           Zhang (thesis), AMH (``amh``)                -
+``rcam``                  Zhang (thesis), two-stage localization       -
+``saliency_aware``        Chen & Hsu (``saliency_aware``)              ``saliency``
 ========================= ============================================ ===========================
 
 A score map is any model's: ``recombined`` of a plain CAM network is the paper's ablation row.
