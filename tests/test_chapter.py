@@ -73,3 +73,54 @@ def test_train_or_load_trains_once_then_reads_the_cache(tmp_path, monkeypatch):
     assert second.metrics["amp"] == "off"
     with pytest.raises(ParameterError, match="unknown launcher 'slurm'"):
         train_or_load("toy", config, data, launcher="slurm")
+
+
+def _fixture_runs(seeds, **overrides):
+    from dataclasses import replace
+
+    from wsolkit.data import CUBDataset
+
+    classes = CUBDataset(FIXTURE_CUB, "train", val_per_class=1).num_classes
+    config = _config(data_extra("cub", FIXTURE_CUB, val_per_class=1))
+    return {seed: (f"parallel-s{seed}", replace(config, num_classes=classes, seed=seed, **overrides))
+            for seed in seeds}
+
+
+def test_independent_runs_train_in_one_thread_processes_and_are_read_from_the_cache(tmp_path, monkeypatch):
+    from wsolkit.chapter import train_or_load_all
+
+    monkeypatch.setenv("WSOL_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("WSOL_PARALLEL_RUNS", "2")
+    monkeypatch.setenv("WSOL_CPU_THREADS", "1")  # the workers inherit the environment
+    runs = _fixture_runs((0, 1, 2), batch_size=2)
+    records = train_or_load_all(runs, progress=False)
+    assert sorted(records) == [0, 1, 2]
+    for seed, record in records.items():
+        # Trained by a worker (which wrote results.json with its own provenance), read back here.
+        assert record.cached and record.provenance["wall_seconds"] > 0
+        assert record.config["seed"] == seed
+        assert {entry["cpu_threads"] for entry in record.log()} == {1}
+    again = train_or_load_all(runs, progress=False)
+    assert {k: r.run_dir for k, r in again.items()} == {k: r.run_dir for k, r in records.items()}
+
+
+def test_a_failing_worker_names_its_run(tmp_path, monkeypatch):
+    from wsolkit.chapter import train_or_load_all
+
+    monkeypatch.setenv("WSOL_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("WSOL_PARALLEL_RUNS", "2")
+    runs = _fixture_runs((0, 1), batch_size=2, model="no_such_network")
+    with pytest.raises(RuntimeError, match=r"parallel-s0 \(exit 1\)(.|\n)*no_such_network"):
+        train_or_load_all(runs, progress=False)
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), ("3", 3), ("0", None), ("two", None)])
+def test_the_number_of_parallel_runs_can_be_fixed(monkeypatch, value, expected):
+    from wsolkit.chapter import parallel_runs
+
+    monkeypatch.setenv("WSOL_PARALLEL_RUNS", value)
+    if expected is None:
+        with pytest.raises(ParameterError, match="WSOL_PARALLEL_RUNS"):
+            parallel_runs()
+    else:
+        assert parallel_runs() == expected

@@ -1,4 +1,5 @@
-"""What the chapter notebooks share: train-or-reuse a run, here or on several GPUs.
+"""What the chapter notebooks share: train-or-reuse a run, here, in parallel processes or on
+several GPUs.
 
 A chapter describes each model it needs with a :class:`wsolkit.train.TrainConfig` whose
 ``extra`` names the training data (``{"dataset": "cub", "data_root": ..., "split": "train"}``).
@@ -157,3 +158,96 @@ def train_or_load(name: str, config: TrainConfig, train_data: TensorImages | Non
         return {k: v for k, v in summary.items() if k != "history"}
 
     return cached_run(name, config, train, runs_root=runs_dir())
+
+
+#: ``WSOL_PARALLEL_RUNS=N`` trains up to N independent runs at once on a CPU;
+#: ``1`` trains them one after the other. Default: one process per core, at most 2.
+PARALLEL_RUNS_ENV = "WSOL_PARALLEL_RUNS"
+
+
+def parallel_runs() -> int:
+    """How many independent runs :func:`train_or_load_all` trains at once here: 1 with a GPU
+    (each run takes the whole device), else ``WSOL_PARALLEL_RUNS`` or ``min(2, cores)``.
+
+    Two single-threaded processes train the book's small convolutions 1.3x faster than one
+    process with two threads (``benchmarks/README.md``, "Several models at once").
+
+    Raises:
+        ParameterError: ``WSOL_PARALLEL_RUNS`` is not a positive integer.
+    """
+    import torch
+
+    value = os.environ.get(PARALLEL_RUNS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ParameterError(f"{PARALLEL_RUNS_ENV}={value!r}; expected a positive integer "
+                                 "(1 trains one run at a time).")
+        return int(value)
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _train_one(name: str, config_path: str) -> None:
+    """The worker of :func:`train_or_load_all`: one run, trained through the run cache."""
+    config = TrainConfig.from_json(config_path)
+    train_or_load(name, config, progress=False)
+
+
+def _train_in_processes(pending, processes: int) -> None:
+    import json
+    import tempfile
+    import time
+
+    # Each worker's thread governor sees the other workers as busy cores: two workers train
+    # with one thread each, and the last one left takes every core again (wsolkit.train.threads).
+    env = dict(os.environ)
+    code = ("import sys; from wsolkit.chapter import _train_one; "
+            "_train_one(sys.argv[1], sys.argv[2])")
+    queue, running, failed = list(pending), [], []
+    with tempfile.TemporaryDirectory(prefix="wsol-runs-") as folder:
+        while queue or running:
+            while queue and len(running) < processes:
+                name, config = queue.pop(0)
+                config_path = Path(folder) / f"{name}.json"
+                config_path.write_text(json.dumps(config.to_dict()))
+                log = open(Path(folder) / f"{name}.log", "w+")
+                child = subprocess.Popen([sys.executable, "-c", code, name, str(config_path)],
+                                         env=env, stdout=log, stderr=subprocess.STDOUT)
+                running.append((name, child, log))
+            done = [entry for entry in running if entry[1].poll() is not None]
+            if not done:
+                time.sleep(0.5)
+                continue
+            for name, child, log in done:
+                running.remove((name, child, log))
+                if child.returncode != 0:
+                    log.seek(0)
+                    failed.append(f"{name} (exit {child.returncode}):\n{log.read()[-3000:]}")
+                log.close()
+    if failed:
+        raise RuntimeError("training failed in a worker process: " + "\n".join(failed))
+
+
+def train_or_load_all(runs, *, launcher: str = "local", progress: bool | str = "auto",
+                      train_data=None) -> dict:
+    """:func:`train_or_load` of many runs: ``{key: (name, config)} -> {key: RunRecord}``.
+
+    Runs the cache lacks are trained first, :func:`parallel_runs` at a time, each in a process
+    of its own (one thread each while they share the cores), its data rebuilt from its
+    configuration
+    (:func:`training_data`); then every record is read through :func:`train_or_load`. With a
+    GPU, another launcher, one run to train or ``WSOL_PARALLEL_RUNS=1``, each run trains in
+    this process, one after the other, from ``train_data`` (``{key: data}``) where given.
+    """
+    from wsolkit.runs import run_dir_for
+
+    train_data = train_data or {}
+    pending = [(name, config) for name, config in runs.values()
+               if not (run_dir_for(name, config, runs_dir()) / "results.json").exists()]
+    processes = parallel_runs() if launcher == "local" else 1
+    if processes > 1 and len(pending) > 1:
+        _train_in_processes(pending, min(processes, len(pending)))
+    return {key: train_or_load(name, config, train_data.get(key), launcher=launcher,
+                               progress=progress)
+            for key, (name, config) in runs.items()}
