@@ -23,10 +23,12 @@ image discrepancy"). The default ``triplet="text"`` is ``d_pos - d_neg``; ``trip
 is eq. 5 as printed. Neither has a margin or a hinge; the loss is bounded all the same, because
 ``D`` is a sigmoid and ``x`` a bounded image, so ``x^f`` and ``x^b`` stay in the box between
 the black image and ``x``, and a fixed ``F`` maps that box to a bounded set: ``d_neg`` is at most
-the squared diameter of ``F``'s image of it, divided by ``n``. What it does not prevent is the
-trivial decoder ``D = 1`` (``x^f = x``, ``d_pos = 0``, ``x^b`` black, ``d_neg`` large): the text's
-form pulls ``D`` towards it, and only the map loss pulls it back, so the chapter measures the
-mean of ``D(x)`` in each ablation.
+the squared diameter of ``F``'s image of it, divided by ``n``. The bound is loose, though, and
+it does not prevent the trivial decoder ``D = 1`` (``x^f = x``, ``d_pos = 0``, ``x^b`` black,
+``d_neg`` large), towards which the text's form pulls ``D`` and only the map loss pulls it back,
+nor masks to which ``F`` responds more strongly than to any image (a trained ``F`` of small
+convolutions answers a lattice of dots); the chapter logs the mean of ``D(x)`` and both
+distances of every run.
 
 Readings of what the paper leaves open (each stated in the chapter):
 
