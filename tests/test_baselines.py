@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from wsolkit.baselines import RECIPES, baseline, baseline_options, recipe, training_config
+from wsolkit.baselines import OWNERS, RECIPES, baseline, baseline_options, recipe, training_config
 from wsolkit.profiles import ParameterError
 from wsolkit.runs import config_hash, run_dir_for
 from wsolkit.train.config import result_fields
@@ -73,4 +73,17 @@ def test_the_paper_recipe_shares_nothing_and_a_recipe_is_a_copy(cub_root):
     settings["epochs"]["cub"] = 1
     assert RECIPES["paper"]["epochs"]["cub"] == 50
     with pytest.raises(ParameterError, match="baseline"):
-        baseline_options("HaS", settings)
+        baseline_options("ACoL", settings)
+
+
+def test_hide_and_seek_is_chapter_00s_run_on_cub_and_chapter_04s_on_ilsvrc(cub_root):
+    settings = recipe("default")
+    name, config = baseline("cub", "HaS", 2, cub_root, 4, settings=settings)
+    assert name == "00_cam_baseline-has-s2" and config.extra["chapter"] == "00_cam_baseline"
+    assert config.method == {"hide_and_seek": {"patch": 16, "p": 0.5}}
+    # Chapter 00's own configuration of its Hide-and-Seek runs, field for field.
+    _, cam = baseline("cub", "CAM", 2, cub_root, 4, settings=settings)
+    differing = {k for k in cam.to_dict() if cam.to_dict()[k] != config.to_dict()[k]}
+    assert differing == {"method"}
+    assert OWNERS[("ilsvrc", "HaS")] == "04_saliency_aware"
+    assert recipe("paper")["has_patch"] == 56
