@@ -124,3 +124,18 @@ def test_the_number_of_parallel_runs_can_be_fixed(monkeypatch, value, expected):
             parallel_runs()
     else:
         assert parallel_runs() == expected
+
+
+def test_runs_train_in_parallel_by_default_only_where_the_cpu_trains_in_fp32(monkeypatch):
+    import os
+
+    import torch
+
+    from wsolkit.chapter import parallel_runs
+
+    monkeypatch.delenv("WSOL_PARALLEL_RUNS", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("WSOL_NATIVE_BF16", "0")
+    assert parallel_runs() == max(1, min(2, os.cpu_count() or 1))
+    monkeypatch.setenv("WSOL_NATIVE_BF16", "1")  # bf16 with AMX: one two-threaded process wins
+    assert parallel_runs() == 1
