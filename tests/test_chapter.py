@@ -139,3 +139,17 @@ def test_runs_train_in_parallel_by_default_only_where_the_cpu_trains_in_fp32(mon
     assert parallel_runs() == max(1, min(2, os.cpu_count() or 1))
     monkeypatch.setenv("WSOL_NATIVE_BF16", "1")  # bf16 with AMX: one two-threaded process wins
     assert parallel_runs() == 1
+
+
+def test_a_splits_facts_are_read_once_until_its_tree_changes(tmp_path, monkeypatch):
+    import wsolkit.chapter as chapter
+
+    root = tmp_path / "cub"
+    shutil.copytree(FIXTURE_CUB, root)
+    chapter._split_facts.cache_clear()
+    first = data_extra("cub", root, val_per_class=1)
+    again = data_extra("cub", root, val_per_class=1)
+    assert again == first and chapter._split_facts.cache_info().hits == 1
+    before = chapter._tree_signature(root)
+    (next(p for p in (root / "images").iterdir() if p.is_dir()) / "extra.jpg").write_bytes(b"")
+    assert chapter._tree_signature(root) != before  # a file added deep in the tree is seen

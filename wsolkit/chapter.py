@@ -11,6 +11,8 @@ alone.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shutil
 import subprocess
@@ -40,8 +42,6 @@ def data_extra(dataset: str, root: str | os.PathLike, split: str = "train", **op
     ``annotation_fingerprint`` (image files, labels, boxes; not the pixels), so a run trained on
     another version of the split (an edited ``train_test_split.txt``, say) is never reused.
     """
-    from wsolkit.data import get_dataset
-
     check_choice("dataset", dataset, _DATASETS)
     root = Path(root).resolve()
     try:
@@ -49,15 +49,42 @@ def data_extra(dataset: str, root: str | os.PathLike, split: str = "train", **op
     except ValueError:
         named = str(root)
     loader_options = {k: v for k, v in options.items() if k not in _NOT_LOADER_OPTIONS}
-    data = get_dataset(dataset, root, split, **loader_options)
+    fingerprint, left_out = _split_facts(dataset, str(root), split,
+                                         json.dumps(loader_options, sort_keys=True),
+                                         _tree_signature(root))
     extra = {"dataset": dataset, "data_root": named, "split": split, **options,
-             "split_fingerprint": data.annotation_fingerprint()}
+             "split_fingerprint": fingerprint}
     # Boxes of the official release left out of training (COCO's zero-height boxes): part of
     # the run's provenance. Absent when there are none, so that clean data keep their hashes.
-    left_out = int(getattr(data, "num_degenerate_boxes", 0) or 0)
     if left_out:
         extra["degenerate_boxes_left_out"] = left_out
     return extra
+
+
+def _tree_signature(root: Path) -> tuple:
+    """What changes when a split's annotations can change: every top-level file's size and
+    modification time, and every folder's modification time (a folder's changes when a file
+    in it is added, removed or renamed)."""
+    signature = []
+    for folder, _, files in os.walk(root):
+        signature.append((folder, os.stat(folder).st_mtime_ns))
+        if folder == str(root):
+            for name in sorted(files):
+                stat = os.stat(os.path.join(folder, name))
+                signature.append((name, stat.st_size, stat.st_mtime_ns))
+    return tuple(signature)
+
+
+@functools.lru_cache(maxsize=32)
+def _split_facts(dataset: str, root: str, split: str, options: str, signature: tuple
+                 ) -> tuple[str, int]:
+    # A chapter names the same split in every run's configuration, and reading a split's
+    # annotations (every image's size, for CUB) takes about a second: read it once for as long
+    # as the tree's signature stays the same.
+    from wsolkit.data import get_dataset
+
+    data = get_dataset(dataset, root, split, **json.loads(options))
+    return data.annotation_fingerprint(), int(getattr(data, "num_degenerate_boxes", 0) or 0)
 
 
 def data_root_of(extra: dict) -> Path:
