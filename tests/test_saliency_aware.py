@@ -263,3 +263,33 @@ def test_the_papers_f_is_a_resnet50_read_from_a_local_weights_file(tmp_path, mon
         got, want = features(images), reference.eval()((images - mean) / std)
     assert got.shape == (2, 2048)
     torch.testing.assert_close(got, want)
+
+
+def test_pseudo_maps_that_are_the_masks_score_perfectly_and_a_wrong_shape_is_refused():
+    from wsolkit.evaluation import LocalizationSet
+
+    masks = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    boxes = []
+    for i, (x, y) in enumerate(((2, 3), (6, 1), (4, 8))):
+        masks[i, y:y + 6, x:x + 7] = 1
+        boxes.append(np.array([[x, y, x + 6, y + 5]], np.float32))  # inclusive corners
+    data = LocalizationSet(images=torch.zeros(3, 3, 16, 16, dtype=torch.uint8),
+                           labels=torch.zeros(3, dtype=torch.long), boxes=boxes, masks=masks,
+                           part_boxes=None, ids=["a", "b", "c"])
+    evaluation = sa.evaluate_pseudo_maps(masks.float(), data)
+    assert evaluation.fixed["pxap"] == pytest.approx(100.0)
+    assert evaluation.fixed["max_box_acc_v2"] == pytest.approx(100.0)
+    assert evaluation.fixed["per_image_top1"].all()
+    with pytest.raises(ValueError, match="expected \\(3, 16, 16\\)"):
+        sa.evaluate_pseudo_maps(masks.float()[:2], data)
+
+
+def test_decoder_views_split_each_image_into_its_foreground_and_background():
+    config = TrainConfig(model="simple_gap", num_classes=3, image_size=16,
+                         method={"saliency_aware": {"triplet_weight": 0.0}})
+    model = model_from_config(config)
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    views = sa.decoder_views(model, images, mean=config.mean, std=config.std)
+    assert views["saliency"].shape == (2, 16, 16)
+    torch.testing.assert_close(views["foreground"] + views["background"], images.float() / 255)
+    torch.testing.assert_close(views["foreground"], views["saliency"][:, None] * images.float() / 255)

@@ -325,16 +325,13 @@ def evaluate_pseudo_maps(maps: torch.Tensor, data, cam_threshold: float = 0.2):
         A :class:`wsolkit.evaluation.tables.MapEvaluations`. The maps name no class, so
         ``per_image_top1`` is all true: read GT-known loc, MaxBoxAccV2 and PxAP, not top-1.
     """
+    from wsolkit.evaluation.localization import evaluate_maps
     from wsolkit.evaluation.tables import MapEvaluations
-    from wsolkit.metrics import LocalizationEvaluator
 
     if maps.shape != (len(data), data.size, data.size):
         raise ValueError(f"evaluate_pseudo_maps: maps of shape {tuple(maps.shape)} for {len(data)} "
                          f"images of {data.size} px; expected ({len(data)}, {data.size}, {data.size}).")
-    evaluator = LocalizationEvaluator(cam_threshold=cam_threshold, per_image=True)
-    evaluator.accumulate(maps.numpy(), data.boxes,
-                         masks=None if data.masks is None else data.masks.numpy())
-    results = evaluator.compute()
+    results = evaluate_maps(maps, data, cam_threshold=cam_threshold)
     results["per_image_top1"] = np.ones(len(data), dtype=bool)
     results.setdefault("cam_threshold", cam_threshold)
     return MapEvaluations(results)
@@ -682,12 +679,11 @@ def decoder_views(model: nn.Module, images: torch.Tensor, *, mean: Sequence[floa
         ``{"saliency": (N, H, W), "foreground": (N, 3, H, W), "background": (N, 3, H, W)}``,
         float in ``[0, 1]``, on the CPU.
     """
+    from wsolkit.evaluation.inference import stage_features
+
     pixels = images.float() / 255
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    model = model.eval()
     with torch.no_grad():
-        _, features = model((pixels - m) / s)
+        features = stage_features(model, images, mean=mean, std=std)
     saliency = features[SALIENCY].float()
     fore, back = foreground_background(pixels, saliency)
     return {"saliency": saliency[:, 0], "foreground": fore, "background": back}
