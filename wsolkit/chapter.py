@@ -228,7 +228,6 @@ def _train_one(name: str, config_path: str) -> None:
 
 
 def _train_in_processes(pending, processes: int) -> None:
-    import json
     import tempfile
     import time
 
@@ -266,18 +265,22 @@ def train_or_load_all(runs, *, launcher: str = "local", progress: bool | str = "
                       train_data=None) -> dict:
     """:func:`train_or_load` of many runs: ``{key: (name, config)} -> {key: RunRecord}``.
 
-    Runs the cache lacks are trained first, :func:`parallel_runs` at a time, each in a process
-    of its own (one thread each while they share the cores), its data rebuilt from its
-    configuration
-    (:func:`training_data`); then every record is read through :func:`train_or_load`. With a
-    GPU, another launcher, one run to train or ``WSOL_PARALLEL_RUNS=1``, each run trains in
-    this process, one after the other, from ``train_data`` (``{key: data}``) where given.
+    Runs the cache lacks are trained first, :func:`parallel_runs` at a time, each in a worker
+    process of its own with its data rebuilt from its configuration (:func:`training_data`);
+    then every record is read through :func:`train_or_load`. Where :func:`parallel_runs` is 1
+    (a GPU, native bf16, ``WSOL_PARALLEL_RUNS=1``), with another launcher or with one run to
+    train, each run trains in this process, one after the other, from ``train_data``
+    (``{key: data}``) where given.
     """
     from wsolkit.runs import run_dir_for
 
     train_data = train_data or {}
-    pending = [(name, config) for name, config in runs.values()
-               if not (run_dir_for(name, config, runs_dir()) / "results.json").exists()]
+    pending = {}  # by run folder: a run named under two keys trains once
+    for name, config in runs.values():
+        folder = run_dir_for(name, config, runs_dir())
+        if not (folder / "results.json").exists():
+            pending.setdefault(folder, (name, config))
+    pending = list(pending.values())
     processes = parallel_runs() if launcher == "local" else 1
     if processes > 1 and len(pending) > 1:
         _train_in_processes(pending, min(processes, len(pending)))
