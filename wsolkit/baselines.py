@@ -24,8 +24,8 @@ from wsolkit.chapter import data_extra
 from wsolkit.profiles import check_choice, select
 from wsolkit.train import TrainConfig
 
-__all__ = ["BASELINES", "DATASETS", "OWNERS", "baseline_run", "RECIPES", "baseline", "baseline_options", "recipe",
-           "training_config"]
+__all__ = ["BASELINES", "DATASETS", "OWNERS", "RECIPES", "baseline", "baseline_options",
+           "baseline_run", "recipe", "training_config"]
 
 DATASETS = ("cub", "ilsvrc")
 
