@@ -101,6 +101,18 @@ def test_the_target_key_names_every_proposal_option():
             ({}, {"count": 5}, {"strategy": "single"}, {"base_k": 50}, {"sigma": 0.5},
              {"max_side": 128})}
     assert len(keys) == 6
+    # ... and the code and OpenCV build behind the map.
+    import cv2
+
+    assert f"code={sa._proposal_code()}" in sa.pseudo_saliency_spec().key
+    sa._proposal_code.cache_clear()
+    real = cv2.__version__
+    try:
+        cv2.__version__ = "0.0.0"
+        assert sa.pseudo_saliency_spec().key not in keys
+    finally:
+        cv2.__version__ = real
+        sa._proposal_code.cache_clear()
 
 
 # ------------------------------------------------------------------------------- the losses

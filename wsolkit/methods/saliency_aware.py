@@ -60,6 +60,8 @@ exactly the CAM network). The method registers the score map ``"saliency"``, ``D
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -279,14 +281,26 @@ def pseudo_saliency(rgb: np.ndarray, *, count: int | None = None, strategy: str 
 
 def pseudo_saliency_spec(count: int | None = None, strategy: str = "fast", base_k: int = 100,
                          sigma: float = 0.8, max_side: int = 256) -> TargetSpec:
-    """The :class:`TargetSpec` of the pseudo saliency map (its key names every option)."""
+    """The :class:`TargetSpec` of the pseudo saliency map. Its key, and with it the on-disk
+    cache, names every option, the code that computes the map and the OpenCV version that
+    proposes the boxes, so a changed computation is never read back from the cache."""
     def compute(rgb):
         return pseudo_saliency(rgb, count=count, strategy=strategy, base_k=base_k, sigma=sigma,
                                max_side=max_side)
 
-    key = (f"selective-search-mean-v1:{strategy}:k={base_k}:sigma={sigma}:max={max_side}:"
-           f"count={count if count is not None else 'all'}")
+    key = (f"selective-search-mean:{strategy}:k={base_k}:sigma={sigma}:max={max_side}:"
+           f"count={count if count is not None else 'all'}:code={_proposal_code()}")
     return TargetSpec(compute, key)
+
+
+@functools.cache
+def _proposal_code() -> str:
+    import inspect
+
+    cv2, _ = _opencv_segmentation()
+    sources = "".join(inspect.getsource(fn) for fn in (
+        selective_search_boxes, proposal_saliency, pseudo_saliency))
+    return hashlib.sha256(f"{sources}|cv2 {cv2.__version__}".encode()).hexdigest()[:10]
 
 
 def pseudo_maps(dataset, size: int, spec: TargetSpec | None = None, *,
