@@ -325,6 +325,14 @@ def test_per_image_values_under_each_threshold_rule_hand_computed():
     np.testing.assert_array_equal(per_image(ev, "val", "top-1 loc"), [100, 0, 100])
     np.testing.assert_array_equal(per_image(ev, "auto", "GT-known loc"), [100, 0, 100])
     np.testing.assert_array_equal(per_image(ev, "auto", "top-1 cls"), [100, 0, 100])
+    # One given threshold of the grid for every image ("at:<t>").
+    np.testing.assert_array_equal(per_image(ev, "at:0.3", "GT-known loc"), [0, 0, 100])
+    np.testing.assert_array_equal(per_image(ev, "at:0", "top-1 loc"), [100, 0, 100])
+    assert row_scores(ev, "at:0.3")["threshold"] == pytest.approx(0.3)
+    with pytest.raises(TableError, match="0.25 is not among"):
+        per_image(ev, "at:0.25", "GT-known loc")
+    with pytest.raises(TableError, match="'at:high'"):
+        per_image(ev, "at:high", "GT-known loc")
     scores = row_scores(ev, "auto")
     assert scores["GT-known loc"] == pytest.approx(200 / 3)
     assert scores["threshold"] == pytest.approx(0.2) and scores["fallbacks"] == 1

@@ -223,9 +223,9 @@ def test_f_from_a_run_is_its_pooled_last_map_with_its_normalisation(tmp_path, mo
 
 
 @pytest.mark.parametrize("options, message", [
-    ({}, "perceptual network F"),
+    ({}, "needs a feature network: pass perceptual="),
     ({"perceptual": "run:no-such-run"}, "no checkpoint.pt"),
-    ({"perceptual": "imagenet"}, "expected 'run:<run folder>'"),
+    ({"perceptual": "imagenet"}, r"perceptual = 'imagenet'; expected one of \['run:<run folder>'"),
     ({"perceptual": "random", "map_weight": -1}, "map_weight"),
     ({"perceptual": "random", "triplet": "hinge"}, "triplet"),
     ({"perceptual": "random", "triplet_images": 0}, "triplet_images"),

@@ -79,6 +79,36 @@ def small_multiples(n_rows: int, n_cols: int, *, panel: float = 1.6):
     return fig, axes
 
 
+def plot_views(rows: Mapping[str, Sequence], *, gt_boxes: Sequence | None = None,
+               pred_boxes: Mapping[str, Sequence] | None = None, panel: float = 1.6):
+    """One row per view, one column per image: an entry is an image (``(3, H, W)``) or a map
+    (``(H, W)``, drawn over the row ``"image"``'s image).
+
+    Args:
+        rows: ``{label: N panels}``; the first row should be ``"image"``.
+        gt_boxes: ``N`` arrays of ground-truth boxes, drawn on the map rows.
+        pred_boxes: ``{label: N arrays}`` predicted boxes for some map rows.
+
+    Returns:
+        The ``Figure`` (not shown).
+    """
+    labels = list(rows)
+    images = rows[labels[0]]
+    fig, axes = small_multiples(len(labels), len(images), panel=panel)
+    for r, label in enumerate(labels):
+        for c, value in enumerate(rows[label]):
+            value = torch.as_tensor(value)
+            is_map = value.ndim == 2
+            show_localization(
+                axes[r, c], images[c] if is_map else value,
+                score_map=value if is_map else None,
+                gt_boxes=gt_boxes[c] if (is_map and gt_boxes is not None) else (),
+                pred_boxes=(pred_boxes or {}).get(label, [()] * len(images))[c])
+        axes[r, 0].set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # Every slider group made in this process, so that a test can move them all (exercise_sliders).
 _SLIDER_GROUPS: list = []
 

@@ -8,6 +8,8 @@ each, under several threshold rules. A table row, or one side of a comparison, i
   Zhou et al. 2016);
 * ``"val"``: one threshold for the whole split, the one with the best GT-known loc on the
   validation split (Choe et al., CVPR 2020);
+* ``"at:<t>"`` (``"at:0.6"``): one given threshold for every image, any of the evaluation's
+  grid (a paper's own threshold, a threshold sweep);
 * the name of a per-image threshold chooser given to
   :func:`~wsolkit.evaluation.cache.cached_image_threshold_evaluation` (for instance
   :data:`wsolkit.methods.improving_cam.RULES`).
@@ -121,8 +123,8 @@ def _column(evaluation: MapEvaluations, threshold: float, rule: str) -> int:
 def _chooser(evaluation: MapEvaluations, rule: str) -> Mapping[str, Any]:
     known = [] if evaluation.automatic is None else list(evaluation.automatic["choosers"])
     if rule not in known:
-        raise TableError(f"rule {rule!r}: expected 'fixed', 'val' or one of the per-image "
-                         f"choosers evaluated, {known}.")
+        raise TableError(f"rule {rule!r}: expected 'fixed', 'val', 'at:<t>' or one of the "
+                         f"per-image choosers evaluated, {known}.")
     return evaluation.automatic["choosers"][rule]
 
 
@@ -133,13 +135,27 @@ def _val_threshold(evaluation: MapEvaluations) -> float:
     return evaluation.val_threshold
 
 
+def _split_threshold(evaluation: MapEvaluations, rule: str) -> float | None:
+    """The one threshold of a rule that gives every image the same, else ``None``."""
+    if rule == "fixed":
+        return float(evaluation.fixed["cam_threshold"])
+    if rule == "val":
+        return _val_threshold(evaluation)
+    if isinstance(rule, str) and rule.startswith("at:"):
+        try:
+            return float(rule[3:])
+        except ValueError:
+            raise TableError(f"rule {rule!r}: expected 'at:' and a threshold, e.g. "
+                             "'at:0.6'.") from None
+    return None
+
+
 def rule_thresholds(evaluation: MapEvaluations, rule: str) -> np.ndarray:
     """``(N,)`` float64: the threshold each image was scored at under ``rule``."""
     n = len(evaluation.fixed["per_image_top1"])
-    if rule == "fixed":
-        return np.full(n, float(evaluation.fixed["cam_threshold"]))
-    if rule == "val":
-        return np.full(n, _val_threshold(evaluation))
+    threshold = _split_threshold(evaluation, rule)
+    if threshold is not None:
+        return np.full(n, threshold)
     return np.asarray(_chooser(evaluation, rule)["thresholds"], dtype=np.float64)
 
 
@@ -148,7 +164,7 @@ def per_image(evaluation: MapEvaluations, rule: str, metric: str) -> np.ndarray:
 
     Args:
         evaluation: one model's map.
-        rule: ``"fixed"``, ``"val"`` or a chooser's name.
+        rule: ``"fixed"``, ``"val"``, ``"at:<t>"`` or a chooser's name.
         metric: one of :data:`PER_IMAGE_METRICS`: ``"top-1 cls"`` (the class, whatever the
             rule), ``"GT-known loc"`` (the box of the true class's map, IoU >= 0.5) or
             ``"top-1 loc"`` (both).
@@ -161,9 +177,8 @@ def per_image(evaluation: MapEvaluations, rule: str, metric: str) -> np.ndarray:
     top1 = np.asarray(evaluation.fixed["per_image_top1"], dtype=bool)
     if metric == "top-1 cls":
         return 100.0 * top1
-    if rule in ("fixed", "val"):
-        threshold = (float(evaluation.fixed["cam_threshold"]) if rule == "fixed"
-                     else _val_threshold(evaluation))
+    threshold = _split_threshold(evaluation, rule)
+    if threshold is not None:
         correct = np.asarray(evaluation.fixed["per_image_correct"], dtype=bool)[
             :, _column(evaluation, threshold, rule)]
     else:
@@ -209,7 +224,7 @@ def row_scores(evaluation: MapEvaluations, rule: str) -> dict[str, float]:
     scores["MaxBoxAccV2"] = float(fixed["max_box_acc_v2"])
     scores["PxAP"] = float(fixed.get("pxap", np.nan))
     scores["threshold"] = float(rule_thresholds(evaluation, rule).mean())
-    scores["fallbacks"] = (0 if rule in ("fixed", "val")
+    scores["fallbacks"] = (0 if _split_threshold(evaluation, rule) is not None
                            else int(_chooser(evaluation, rule)["undecided"]))
     for metric in PER_IMAGE_METRICS:  # the error rates papers print: 100 - accuracy
         scores[f"{metric} err"] = 100.0 - scores[metric]

@@ -22,6 +22,7 @@ module                    method (configuration name)                  score map
 ``dual_hiding``           Zhang (thesis), AMH (``amh``)                -
 ``rcam``                  Zhang (thesis), two-stage localization       -
 ``saliency_aware``        Chen & Hsu (``saliency_aware``)              ``saliency``
+``cams2i``                Kou et al., CAMs2i (``cams2i``)              ``cams2i``, ``inner_cam``
 ========================= ============================================ ===========================
 
 A score map is any model's: ``recombined`` of a plain CAM network is the paper's ablation row.

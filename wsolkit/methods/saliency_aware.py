@@ -71,6 +71,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsolkit.methods.registry import LossTerm, MethodError, MethodParts, TargetSpec, register_method
+from wsolkit.models.features import FeatureNetwork, feature_network
 
 __all__ = [
     "PAPER_COLUMNS",
@@ -80,7 +81,6 @@ __all__ = [
     "TRIPLET_FORMS",
     "TRIPLET_OPTIONS",
     "TRIPLET_SCALES",
-    "PerceptualFeatures",
     "SaliencyDecoder",
     "decoder_skips",
     "decoder_views",
@@ -88,7 +88,6 @@ __all__ = [
     "map_loss",
     "perceptual_network",
     "plot_proposals",
-    "plot_views",
     "evaluate_pseudo_maps",
     "pseudo_maps",
     "pseudo_saliency",
@@ -471,72 +470,14 @@ class SaliencyDecoder(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class PerceptualFeatures(nn.Module):
-    """``F``: ``[0, 1]`` images to ``(N, n)`` feature vectors of a fixed network.
-
-    Args:
-        network: a :class:`wsolkit.models.GAPNet` (the vector is the global average of its last
-            feature map) or any module returning ``(N, n)``.
-        mean, std: the normalisation ``network`` was trained with.
-    """
-
-    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.network = network
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.network((images - self.mean) / self.std)
-        if isinstance(out, tuple):  # a GAPNet: (logits, features)
-            return out[1]["cam"].float().mean(dim=(2, 3))
-        return out.float().flatten(1)
-
-
-def perceptual_network(spec: str, config) -> PerceptualFeatures:
-    """Build ``F`` from its configuration string (see the module docstring).
+def perceptual_network(spec: str, config) -> FeatureNetwork:
+    """Build ``F`` from its configuration string: one of
+    :data:`wsolkit.models.features.FEATURE_NETWORKS` (see that module).
 
     Raises:
-        MethodError: an unknown form, or a run that is not in the runs folder.
+        MethodError: an unknown form, none, or a run that is not in the runs folder.
     """
-    from wsolkit.models import build_model
-
-    if spec is None:
-        raise MethodError("saliency_aware: the triplet loss needs a perceptual network F: pass "
-                          "perceptual='run:<run folder>', 'imagenet_resnet50' or 'random' "
-                          "(there is no default, so that F is never random by accident).")
-    if not isinstance(spec, str):
-        raise MethodError(f"saliency_aware: perceptual = {spec!r}; expected 'run:<run folder>', "
-                          "'imagenet_resnet50' or 'random'.")
-    if spec == "random":
-        network = build_model(config.model, config.num_classes,
-                              **{**config.model_kwargs, "pretrained": False})
-        return PerceptualFeatures(network, config.mean, config.std)
-    if spec == "imagenet_resnet50":
-        import torchvision
-
-        from wsolkit.models import load_torchvision_state_dict
-
-        network = torchvision.models.resnet50()
-        network.load_state_dict(load_torchvision_state_dict("resnet50"))
-        network.fc = nn.Identity()
-        return PerceptualFeatures(network, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    if spec.startswith("run:"):
-        from wsolkit.profiles import runs_dir
-        from wsolkit.runs import load_model
-
-        run_dir = runs_dir() / spec[len("run:"):]
-        if not (run_dir / "checkpoint.pt").exists():
-            raise MethodError(
-                f"saliency_aware: the perceptual network's run {run_dir} has no checkpoint.pt; "
-                "train that run first (its chapter, or wsolkit.chapter.train_or_load).")
-        from wsolkit.train import TrainConfig, load_checkpoint
-
-        # The normalisation F was trained with is in its checkpoint's configuration.
-        source = TrainConfig.from_dict(load_checkpoint(run_dir / "checkpoint.pt")["config"])
-        return PerceptualFeatures(load_model(run_dir), source.mean, source.std)
-    raise MethodError(f"saliency_aware: perceptual = {spec!r}; expected 'run:<run folder>', "
-                      "'imagenet_resnet50' or 'random'.")
+    return feature_network(spec, config, owner="saliency_aware", option="perceptual")
 
 
 # --------------------------------------------------------------------------------------------
@@ -731,37 +672,5 @@ def plot_proposals(images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], co
                               alpha=0.7)
     axes[0, 0].set_ylabel("proposals", fontsize=9)
     axes[1, 0].set_ylabel("pseudo map", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_views(rows: Mapping[str, Sequence], *, gt_boxes: Sequence | None = None,
-               pred_boxes: Mapping[str, Sequence] | None = None, panel: float = 1.6):
-    """One row per view, one column per image: an entry is an image (``(3, H, W)``) or a map
-    (``(H, W)``, drawn over the row ``"image"``'s image).
-
-    Args:
-        rows: ``{label: N panels}``; the first row should be ``"image"``.
-        gt_boxes: ``N`` arrays of ground-truth boxes, drawn on the map rows.
-        pred_boxes: ``{label: N arrays}`` predicted boxes for some map rows.
-
-    Returns:
-        The ``Figure`` (not shown).
-    """
-    from wsolkit import viz
-
-    labels = list(rows)
-    images = rows[labels[0]]
-    fig, axes = viz.small_multiples(len(labels), len(images), panel=panel)
-    for r, label in enumerate(labels):
-        for c, value in enumerate(rows[label]):
-            value = torch.as_tensor(value)
-            is_map = value.ndim == 2
-            viz.show_localization(
-                axes[r, c], images[c] if is_map else value,
-                score_map=value if is_map else None,
-                gt_boxes=gt_boxes[c] if (is_map and gt_boxes is not None) else (),
-                pred_boxes=(pred_boxes or {}).get(label, [()] * len(images))[c])
-        axes[r, 0].set_ylabel(label, fontsize=9)
     fig.tight_layout()
     return fig
