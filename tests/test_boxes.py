@@ -232,6 +232,11 @@ def test_box_iou_by_hand():
     # exclusive: 4x4 overlap of two 9x9 boxes; zero-area boxes have no union -> 0
     assert np.allclose(B.box_iou(pred, gt, inclusive=False), [[16 / 146, 0.0], [0.0, 0.0]])
     assert B.box_iou(np.zeros((2, 3, 4)), gt).shape == (2, 3, 2)
+    # A malformed predicted box is an error, as a malformed ground-truth box is.
+    with pytest.raises(B.BoxFormatError, match=r"pred\[1\] = \[5.0, 5.0, 4.0, 9.0\]"):
+        B.box_iou([[0, 0, 9, 9], [5, 5, 4, 9]], gt)
+    with pytest.raises(B.BoxFormatError, match="NaN"):
+        B.box_iou([[0, 0, np.nan, 9]], gt)
 
 
 def test_rescale_boxes_by_hand():
@@ -241,6 +246,10 @@ def test_rescale_boxes_by_hand():
     # 250*224/500 = 112 exactly, 499*224/500 = 223.552, 399*224/400 = 223.44
     assert got.tolist() == [[4, 11, 49, 123], [112, 0, 223, 223]]
     assert got.dtype == np.int64
+    # A box at the image's edge is inside it; a size given as (W, H) puts boxes outside.
+    assert B.rescale_boxes([[0, 0, 500, 400]], (400, 500), (224, 224)).tolist() == [[0, 0, 224, 224]]
+    with pytest.raises(B.BoxFormatError, match=r"outside from_size = \(H, W\) = \(500, 400\)"):
+        B.rescale_boxes(boxes, from_size=(500, 400), to_size=(224, 224))
 
 
 def test_binarize_thresholds():

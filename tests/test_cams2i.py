@@ -178,13 +178,13 @@ def test_s2_sits_where_the_map_has_the_last_maps_size_and_every_map_has_one_size
                          method={"cams2i": {"inter_weight": 0}})
     model = model_from_config(config).eval()
     assert model.heads["inner_classifier"].position == position
+    classes = torch.tensor([0, 2])
     with torch.no_grad():
         _, features = model(torch.randn(2, 3, size, size))
-    classes = torch.tensor([0, 2])
-    cam = score_map("cam")(model, features, classes)
-    for name in ("inner_cam", "cams2i"):
-        assert score_map(name)(model, features, classes).shape == cam.shape
-    combined = score_map("cams2i")(model, features, classes)
+        cam = score_map("cam")(model, features, classes)
+        for name in ("inner_cam", "cams2i"):
+            assert score_map(name)(model, features, classes).shape == cam.shape
+        combined = score_map("cams2i")(model, features, classes)
     assert 0 <= float(combined.min()) and float(combined.max()) <= 1
 
 
@@ -279,3 +279,4 @@ def test_the_paper_tables_are_complete_and_table_6_contradicts_the_text_on_ilsvr
     assert best == {"CUB": 0.6, "ILSVRC": 0.6} and c2.PAPER_THETA["ILSVRC"] == 0.7
     # Table 2's CAMs2i row is Table 6's 0.7.
     assert tables["Table 2"]["VGG16-CAMs2i"][0] == tables["Table 6"]["ILSVRC"][0.7]
+

@@ -244,6 +244,14 @@ def test_predictions_instead_of_logits():
     ({"gt_boxes": GT[:2]}, r"2 ground-truth box sets for 3 score maps"),
     ({"labels": LABELS[:3]}, r"needs both labels and logits"),
     ({"logits": LOGITS[:2], "labels": LABELS[:3]}, r"logits has shape \(2, 6\); expected \(3, C\)"),
+    # A box beyond the map: rescaled with swapped sizes, or not at all.
+    ({"gt_boxes": [GT[0], np.array([[2, 2, 11, 6]]), GT[2]]},
+     r"gt_boxes\[1\] = \[\[2.0, 2.0, 11.0, 6.0\]\] lies outside the 10 x 10 score map"),
+    # The reference's combined mask (1 foreground, 255 ignore) is not a foreground mask.
+    ({"masks": np.where(np.eye(10, dtype=bool), 255, 1)[None].repeat(3, 0)},
+     r"masks holds values other than 0 and 1 \(\[255\]"),
+    ({"masks": np.ones((3, 10, 10)), "ignore": np.full((3, 10, 10), 0.7)},
+     r"ignore holds values other than 0 and 1 \(\[0.7"),
 ])
 def test_bad_input_is_named(kwargs, pattern):
     args = {"score_maps": MAPS[:3], "gt_boxes": GT[:3], **kwargs}
@@ -358,6 +366,18 @@ def test_resize_masks_matches_opencv_nearest(src, dst):
                           for m in masks])
     assert ours.shape == (2, *dst) and ours.dtype == np.uint8
     np.testing.assert_array_equal(ours, reference)
+
+
+def test_resize_masks_keeps_opencvs_pixel_for_every_source_size_up_to_2048():
+    cv2 = pytest.importorskip("cv2")
+    for target in (224, 64):
+        for source in range(1, 2049):
+            row = np.arange(source, dtype=np.float32)[None].repeat(2, 0)
+            reference = cv2.resize(row, (target, 2), interpolation=cv2.INTER_NEAREST)
+            np.testing.assert_array_equal(resize_masks([row], (2, target))[0], reference,
+                                          err_msg=f"width {source} -> {target}")
+            np.testing.assert_array_equal(resize_masks([row.T], (target, 2))[0], reference.T,
+                                          err_msg=f"height {source} -> {target}")
 
 
 def tiny_coco(categories=(1,)):

@@ -246,37 +246,6 @@ def test_the_rows_of_the_tables_differ_in_one_option_each():
         sa.row_options("Ours w/o both", "run:f")
 
 
-def test_the_papers_f_is_a_resnet50_read_from_a_local_weights_file(tmp_path, monkeypatch):
-    import torchvision
-
-    from wsolkit.models import PretrainedWeightsNotFound, weights_path
-
-    import urllib.error
-
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    config = TrainConfig(num_classes=2, image_size=32)
-    with pytest.raises(PretrainedWeightsNotFound):
-        sa.perceptual_network("imagenet_resnet50", config)  # no file, and no network here
-    reference = torchvision.models.resnet50()
-    path = weights_path("resnet50")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(reference.state_dict(), path)
-    features = sa.perceptual_network("imagenet_resnet50", config).eval()
-    images = torch.rand(2, 3, 32, 32)
-    reference.fc = nn.Identity()
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    with torch.no_grad():
-        got, want = features(images), reference.eval()((images - mean) / std)
-    assert got.shape == (2, 2048)
-    torch.testing.assert_close(got, want)
-
-
 def test_pseudo_maps_that_are_the_masks_score_perfectly_and_a_wrong_shape_is_refused():
     from wsolkit.evaluation import LocalizationSet
 

@@ -35,7 +35,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numba import njit
 
 from wsolkit.boxes import best_iou_per_threshold, binarize_thresholds
@@ -79,10 +78,13 @@ def resize_masks(masks: Sequence[np.ndarray | torch.Tensor] | np.ndarray | torch
                  size: tuple[int, int]) -> np.ndarray:
     """Resizes masks to the score-map size with nearest-neighbour sampling.
 
-    Nearest sampling takes source pixel ``floor(dst * src_size / dst_size)``, the rule of
-    ``torch`` ``mode="nearest"`` and of OpenCV's ``INTER_NEAREST`` used by the reference PxAP
-    (checked against OpenCV in the tests). Values are kept as they are; ``accumulate`` takes
-    foreground as ``mask > 0.5``.
+    Nearest sampling takes source pixel ``min(floor(dst * (1 / (dst_size / src_size))),
+    src_size - 1)`` in float64, exactly the rule of OpenCV's ``INTER_NEAREST`` that the
+    reference's masks go through (checked against OpenCV for every source size up to 2048 in
+    the tests). The scale is the reciprocal of ``dst / src``, as OpenCV computes it, not
+    ``src / dst``: the two round differently for some sizes, and ``torch``'s ``"nearest"``
+    (which uses ``src / dst``) keeps a different pixel for 145 of the 2,048 widths that shrink
+    to 224. Values are kept as they are.
 
     Args:
         masks: ``(N, h, w)`` array or tensor, or a sequence of ``N`` masks ``(h_i, w_i)`` of
@@ -99,12 +101,19 @@ def resize_masks(masks: Sequence[np.ndarray | torch.Tensor] | np.ndarray | torch
         m = _to_numpy(mask, f"masks[{i}]")
         if m.ndim != 2:
             raise MetricInputError(f"masks[{i}] has shape {m.shape}; expected (h, w).")
-        t = torch.from_numpy(m.astype(np.float64))[None, None]
-        resized = F.interpolate(t, size=(int(size[0]), int(size[1])), mode="nearest")[0, 0]
-        out.append(resized.numpy().astype(m.dtype))
+        rows = _nearest_source(m.shape[0], int(size[0]))
+        cols = _nearest_source(m.shape[1], int(size[1]))
+        out.append(m[rows[:, None], cols[None, :]])
     if not out:
         return np.zeros((0, int(size[0]), int(size[1])), dtype=np.uint8)
     return np.stack(out)
+
+
+def _nearest_source(source: int, target: int) -> np.ndarray:
+    """OpenCV's ``INTER_NEAREST`` source index of each target pixel along one axis."""
+    inverse_scale = 1.0 / (target / source)
+    index = np.floor(np.arange(target, dtype=np.float64) * inverse_scale).astype(np.int64)
+    return np.minimum(index, source - 1)
 
 
 def pxap_from_histograms(fg_hist: np.ndarray, bg_hist: np.ndarray,
@@ -265,6 +274,7 @@ class LocalizationEvaluator:
         """Forgets everything accumulated so far."""
         self._num_images = 0
         self._num_batches = 0
+        self._map_shape: tuple[int, int] | None = None
         self._correct_largest = np.zeros(self._box_thresholds.size, dtype=np.int64)
         self._correct_all = np.zeros((len(self.iou_thresholds), self.thresholds.size),
                                      dtype=np.int64)
@@ -328,6 +338,18 @@ class LocalizationEvaluator:
                 raise MetricInputError(
                     f"{where}: gt_boxes[{i}] = {arr.tolist()} has x2 < x1 or y2 < y1; expected "
                     "[x1, y1, x2, y2].")
+            # A box reaches at most the map's width and height (the reference's int(x * 224 /
+            # w) gives 224 for a box at the image's edge); beyond that it was rescaled with
+            # the wrong size, (w, h) for (h, w) say, or not rescaled at all.
+            if self._map_shape is not None:
+                height, width = self._map_shape
+                if (not np.isfinite(arr).all() or arr.min() < 0 or arr[:, 2].max() > width
+                        or arr[:, 3].max() > height):
+                    raise MetricInputError(
+                        f"{where}: gt_boxes[{i}] = {arr.tolist()} lies outside the {height} x "
+                        f"{width} score map; rescale the boxes to the map with "
+                        "wsolkit.boxes.rescale_boxes(boxes, from_size=(H, W) of the image, "
+                        "to_size=(H, W) of the map).")
             boxes.append(arr)
         return boxes
 
@@ -382,7 +404,7 @@ class LocalizationEvaluator:
             raise MetricInputError(
                 f"{where}: masks has shape {fg.shape} but score_maps {shape}; resize the masks "
                 "with wsolkit.metrics.resize_masks(masks, (H, W)).")
-        fg = fg > 0.5
+        fg = self._binary(fg, "masks", where)
         if ignore is None:
             return fg, ~fg
         ign = _to_numpy(ignore, "ignore")
@@ -390,9 +412,25 @@ class LocalizationEvaluator:
             raise MetricInputError(
                 f"{where}: ignore has shape {ign.shape} but score_maps {shape}; resize it with "
                 "resize_masks as well.")
+        ign = self._binary(ign, "ignore", where)
         # The ignore region is the ignore box minus the foreground (reference), so the
         # background is what lies outside both.
-        return fg, ~fg & (ign <= 0.5)
+        return fg, ~fg & ~ign
+
+    @staticmethod
+    def _binary(values: np.ndarray, name: str, where: str) -> np.ndarray:
+        """A 0/1 mask as bool; any other value is an error (a combined 0/1/255 mask with its
+        ignore pixels at 255 would otherwise count them as foreground)."""
+        if values.dtype == bool:
+            return values
+        odd = (values != 0) & (values != 1)
+        if odd.any():
+            seen = np.unique(values[odd])[:5].tolist()
+            raise MetricInputError(
+                f"{where}: {name} holds values other than 0 and 1 ({seen} ...); give the "
+                "foreground as 0/1 and the ignore region separately as ignore= (a combined "
+                "mask with 255 for 'ignore' must be split first).")
+        return values == 1
 
     def _check_consistent(self, attr: str, given: bool, what: str) -> None:
         seen = getattr(self, attr)
@@ -429,6 +467,7 @@ class LocalizationEvaluator:
                 batches but not others.
         """
         maps = self._check_maps(score_maps)
+        self._map_shape = maps.shape[1:]
         boxes = None if gt_boxes is None else self._check_boxes(gt_boxes, maps.shape[0])
         cls = self._classification(logits, preds, labels, maps.shape[0])
         mask_data = self._masks(masks, ignore, maps.shape)

@@ -166,7 +166,9 @@ def rescale_boxes(boxes, from_size, to_size) -> np.ndarray:
     Args:
         boxes: ``(K, 4)`` (or ``(4,)``) ``[x1, y1, x2, y2]`` in pixels of an image of
             ``from_size``; numpy array, list or tensor.
-        from_size: ``(H, W)`` of that image (``sample["orig_size"]``).
+        from_size: ``(H, W)`` of that image (``sample["orig_size"]``); every box must lie
+            inside it (a box beyond it is a :class:`BoxFormatError`: usually a ``(W, H)``
+            size passed as ``(H, W)``).
         to_size: ``(H, W)`` of the score map, e.g. ``(224, 224)``.
 
     Returns:
@@ -181,6 +183,15 @@ def rescale_boxes(boxes, from_size, to_size) -> np.ndarray:
             raise ValueError(f"rescale_boxes: {name} = {size!r}; expected (H, W), both positive.")
         sizes.append(s)
     (h0, w0), (h1, w1) = sizes
+    # Sizes as (H, W): the reference's metadata stores (w, h), and swapped sizes would give
+    # wrong boxes without a sound; a box beyond the image it claims to be in is the sign.
+    outside = (arr[:, 2] > w0) | (arr[:, 3] > h0)
+    if outside.any():
+        k = int(np.flatnonzero(outside)[0])
+        raise BoxFormatError(
+            f"rescale_boxes: box {arr[k].tolist()} ({int(outside.sum())} such rows) lies outside "
+            f"from_size = (H, W) = {from_size!r}; sizes are (height, width), and a size read "
+            "from wsolevaluation's image_sizes.txt is (width, height).")
     new = np.array([w1, h1, w1, h1])
     old = np.array([w0, h0, w0, h0])
     return np.trunc(arr * new / old).astype(np.int64)
@@ -197,10 +208,17 @@ def box_iou(pred, gt, inclusive: bool = True) -> np.ndarray:
 
     Returns:
         ``(..., G)`` float64; 0 where the union is not positive.
+
+    Raises:
+        BoxFormatError: a box of either argument with NaN, a negative coordinate, or
+            ``x2 < x1`` or ``y2 < y1``.
     """
     p = _to_numpy(pred, "box_iou: pred", BoxFormatError).astype(np.float64, copy=False)
     if p.ndim == 0 or p.shape[-1] != 4:
         raise BoxFormatError(f"box_iou: pred has shape {p.shape}; expected (..., 4).")
+    # The predicted boxes are checked like the ground truth: a malformed one would otherwise
+    # score IoU 0 without a word.
+    _check_box_array(p.reshape(-1, 4), "box_iou: pred")
     g = _check_box_array(gt, "box_iou: gt")
     e = 1.0 if inclusive else 0.0
     p = p[..., None, :]
