@@ -279,3 +279,14 @@ def test_a_missing_metadata_file_and_an_unknown_dataset_are_clear_errors(tmp_pat
         metadata_from_dataset("coco", CUB, "test")
     with pytest.raises(ScoreMapError, match="neither a folder"):
         ScoreMaps(tmp_path / "nothing")
+
+
+def test_an_ilsvrc_root_gives_the_references_image_ids_and_boxes_inside_their_images(tmp_path):
+    root = os.path.join(os.path.dirname(__file__), "fixtures", "ilsvrc_kaggle")
+    truth = metadata_from_dataset("ilsvrc", root, "val")
+    assert len(truth) > 0 and all(i.startswith("val/ILSVRC2012_val_") for i in truth.image_ids)
+    for image_id in truth.image_ids:
+        size, boxes = truth.sizes[image_id], truth.boxes[image_id]
+        assert (boxes[:, 2] <= size.width).all() and (boxes[:, 3] <= size.height).all()
+    write_metadata(truth, tmp_path / "meta")
+    assert read_metadata(tmp_path / "meta").labels == truth.labels
