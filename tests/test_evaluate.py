@@ -290,3 +290,37 @@ def test_an_ilsvrc_root_gives_the_references_image_ids_and_boxes_inside_their_im
         assert (boxes[:, 2] <= size.width).all() and (boxes[:, 3] <= size.height).all()
     write_metadata(truth, tmp_path / "meta")
     assert read_metadata(tmp_path / "meta").labels == truth.labels
+
+
+def test_maps_saved_by_a_model_score_what_the_books_evaluation_scores(tmp_path):
+    """The evaluator from files, at the evaluation size of the book's pipeline, gives the same
+    numbers as evaluate_localization on the same model and split."""
+    import torch
+
+    from wsolkit.data import CUBDataset
+    from wsolkit.evaluation import load_localization_set
+    from wsolkit.evaluation.inference import predict_maps
+    from wsolkit.evaluation.localization import evaluate_localization
+    from wsolkit.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("simple_gap", 3).eval()
+    norm = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    data = load_localization_set(CUBDataset(CUB, "test"), 32)
+    truth = metadata_from_dataset("cub", CUB, "test")
+    predictions = {}
+    for rows, logits, maps in predict_maps(model, data.images, classes=data.labels,
+                                           device="cpu", **norm):
+        for k, score_map in zip(range(rows.start, rows.stop), maps):
+            save_maps(tmp_path / "maps", {truth.image_ids[k]: score_map.double().numpy()})
+            predictions[truth.image_ids[k]] = logits[k - rows.start].argsort(descending=True)
+    book = evaluate_localization(model, data, device="cpu", **norm)
+    ours = evaluate_score_maps(ScoreMaps(tmp_path / "maps", size=32), truth, interval=0.01,
+                               cam_threshold=0.2, progress=False,
+                               predictions={k: v.tolist() for k, v in predictions.items()})
+    assert 0 < book["max_box_acc_v2"] < 100 and 0 < book["pxap"] < 100  # not degenerate
+    assert ours["max_box_acc_v2"] == book["max_box_acc_v2"]
+    assert ours["max_box_acc"] == book["max_box_acc"]
+    assert ours["gt_known_loc"]["at_threshold"] == book["gt_known_loc"]
+    assert ours["top1_loc"]["at_threshold"] == book["top1_loc"]
+    assert ours["top1_cls"] == book["top1_cls"] and ours["pxap"] == pytest.approx(book["pxap"])
