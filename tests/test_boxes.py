@@ -106,6 +106,20 @@ def test_identical_to_opencv_loop_on_random_maps(mode):
     assert mismatches == []
 
 
+def test_both_modes_at_once_equal_each_mode_alone():
+    rng = np.random.default_rng(11)
+    maps = np.stack(MAPS[:40])
+    gt = [random_gt(rng, *maps.shape[1:]) for _ in range(len(maps))]
+    both = B.best_iou_per_mode(maps, gt, THRESHOLDS)
+    for mode in ("largest", "all"):
+        np.testing.assert_array_equal(both[mode], B.best_iou_per_threshold(maps, gt, THRESHOLDS,
+                                                                            mode=mode))
+    one = B.best_iou_per_mode(MAPS[0], gt[0], THRESHOLDS, modes=("all",))
+    assert list(one) == ["all"] and one["all"].shape == (len(THRESHOLDS),)
+    with pytest.raises(ValueError, match="mode = 'every'"):
+        B.best_iou_per_mode(maps, gt, THRESHOLDS, modes=("every",))
+
+
 def test_batch_equals_single_maps_and_fine_thresholds():
     """1000 thresholds (many share a level) and a batch give the per-map reference boxes."""
     rng = np.random.default_rng(3)

@@ -19,7 +19,13 @@ from .protocol import (
     opencv_reference_boxes,
     rescale_boxes,
 )
-from .sweep import all_component_boxes, best_iou_per_threshold, boxes_at_threshold, largest_component_boxes
+from .sweep import (
+    all_component_boxes,
+    best_iou_per_mode,
+    best_iou_per_threshold,
+    boxes_at_threshold,
+    largest_component_boxes,
+)
 
 __all__ = [
     "BoxFormatError",
@@ -27,6 +33,7 @@ __all__ = [
     "MODES",
     "ScoreMapError",
     "all_component_boxes",
+    "best_iou_per_mode",
     "best_iou_per_threshold",
     "binarize_thresholds",
     "box_iou",

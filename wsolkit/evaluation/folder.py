@@ -214,7 +214,7 @@ def evaluate_score_maps(maps: ScoreMaps, truth: Metadata, *, interval: float = 0
         ScoreMapError: see :class:`ScoreMaps`; also a map for an image the ground truth does
             not know, or a ``cam_threshold`` off the grid.
     """
-    from wsolkit.boxes import best_iou_per_threshold, binarize_thresholds, rescale_boxes
+    from wsolkit.boxes import best_iou_per_mode, binarize_thresholds, rescale_boxes
     from wsolkit.metrics import LocalizationEvaluator
 
     ids = list(truth.image_ids)
@@ -251,8 +251,8 @@ def evaluate_score_maps(maps: ScoreMaps, truth: Metadata, *, interval: float = 0
             if with_boxes:
                 gt = [rescale_boxes(truth.boxes[i], from_size=truth.sizes[i].hw,
                                     to_size=(size, size)) for i in chunk]
-                for mode in ious:
-                    ious[mode].append(best_iou_per_threshold(stack, gt, thresholds, mode=mode))
+                for mode, iou in best_iou_per_mode(stack, gt, thresholds, tuple(ious)).items():
+                    ious[mode].append(iou)
             if pxap is not None:
                 fg, ignore = zip(*(_mask_of(truth, i, root, size) for i in chunk))
                 pxap.accumulate(stack, None, masks=np.stack(fg), ignore=np.stack(ignore))
