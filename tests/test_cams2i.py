@@ -14,6 +14,8 @@ from wsolkit.models import build_model
 from wsolkit.runs import load_model
 from wsolkit.train import ConfigError, TrainConfig, fit, model_from_config, toy_data
 
+from method_checks import assert_trains_exactly_like_cam
+
 SMALL = {"simple_gap": (64, {}, "pool3"),
          "vgg16_gap": (64, {"width": 0.125, "small_input": True}, "pool3"),
          "resnet50_gap": (64, {"width": 0.125, "small_input": True}, "layer3"),
@@ -232,16 +234,11 @@ def test_cams2i_trains_with_a_frozen_f_and_its_checkpoint_restores_it(tmp_path):
 
 
 def test_with_every_term_off_the_run_trains_exactly_the_cam_network(tmp_path):
-    cam = toy_config(tmp_path, {})
-    off = toy_config(tmp_path, {"cams2i": {"inner_weight": 0, "intra_weight": 0,
-                                           "inter_weight": 0}})
-    train, _ = toy_data(cam)
-    fit(None, train, cam, run_dir=tmp_path / "cam", progress=False)
-    fit(None, train, off, run_dir=tmp_path / "off", progress=False)
-    a, b = load_model(tmp_path / "cam"), load_model(tmp_path / "off")
-    assert "inner_classifier" in b.heads
-    for name, value in a.state_dict().items():
-        torch.testing.assert_close(b.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    off = assert_trains_exactly_like_cam(
+        tmp_path, toy_config(tmp_path, {}),
+        toy_config(tmp_path, {"cams2i": {"inner_weight": 0, "intra_weight": 0,
+                                         "inter_weight": 0}}))
+    assert "inner_classifier" in off.heads
 
 
 @pytest.mark.parametrize("options, message", [

@@ -13,6 +13,8 @@ from wsolkit.models import build_model
 from wsolkit.runs import load_model
 from wsolkit.train import ConfigError, TrainConfig, fit, model_from_config, toy_data
 
+from method_checks import assert_trains_exactly_like_cam
+
 SMALL = {"simple_gap": (64, {}), "vgg16_gap": (64, {"width": 0.125, "small_input": True}),
          "resnet50_gap": (64, {"width": 0.125, "small_input": True}),
          "alexnet_gap": (224, {}), "googlenet_gap": (224, {})}
@@ -197,15 +199,10 @@ def test_f_stays_frozen_through_training_and_the_checkpoint_restores_it(tmp_path
 
 
 def test_with_both_losses_off_the_run_trains_exactly_the_cam_network(tmp_path):
-    cam = toy_config(tmp_path, {})
-    off = toy_config(tmp_path, {"saliency_aware": {"map_weight": 0, "triplet_weight": 0}})
-    train, _ = toy_data(cam)
-    fit(None, train, cam, run_dir=tmp_path / "cam", progress=False)
-    fit(None, train, off, run_dir=tmp_path / "off", progress=False)
-    a, b = load_model(tmp_path / "cam"), load_model(tmp_path / "off")
-    assert "saliency" in b.heads
-    for name, value in a.state_dict().items():
-        torch.testing.assert_close(b.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    off = assert_trains_exactly_like_cam(
+        tmp_path, toy_config(tmp_path, {}),
+        toy_config(tmp_path, {"saliency_aware": {"map_weight": 0, "triplet_weight": 0}}))
+    assert "saliency" in off.heads
 
 
 def test_f_from_a_run_is_its_pooled_last_map_with_its_normalisation(tmp_path, monkeypatch):
