@@ -253,10 +253,13 @@ def _class_maps(features: Mapping, model: nn.Module, classes: torch.Tensor
 
 
 def _resized(maps: torch.Tensor, size) -> torch.Tensor:
+    """``(N, C, h, w)`` or ``(N, h, w)`` maps resized bilinearly to ``size`` (unchanged when
+    they have it)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear",
-                         align_corners=False)[:, 0]
+    if maps.ndim == 3:
+        return _resized(maps[:, None], size)[:, 0]
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -488,7 +491,7 @@ def build(model: nn.Module, config, features: str | None = None, position: str |
             s2 = features[HEAD]["maps"][keep]
             network = ctx.model.frozen["inter_features"]
             differences = []
-            for maps in (s1, _resized_all(s2, s1.shape[-2:])):
+            for maps in (s1, _resized(s2, s1.shape[-2:])):
                 fore, back = weighted_images(images, maps, labels[keep])
                 both = network(torch.cat([fore, back]))
                 difference, _ = pair_probabilities(both[: len(fore)], both[len(fore):],
@@ -501,11 +504,6 @@ def build(model: nn.Module, config, features: str | None = None, position: str |
         parts.losses["inter"] = LossTerm(inter, inter_weight)
     return parts
 
-
-def _resized_all(maps: torch.Tensor, size) -> torch.Tensor:
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 register_method("cams2i", build, maps={COMBINED: combined_map_fn, INNER: inner_map_fn})
