@@ -3,7 +3,7 @@ per-threshold OpenCV implementation of the same protocol, from the files on disk
 
 Both read the same folder of ``<image id>.npy`` maps (224 x 224 float32, what the reference's
 inference saves) and the same metadata folder (CUB-sized images, 1-3 boxes each, written with
-``wsolkit.evaluation.metadata.write_metadata``), and compute MaxBoxAcc at IoU 30 / 50 / 70 for
+``wsolkit.data.metadata.write_metadata``), and compute MaxBoxAcc at IoU 30 / 50 / 70 for
 the largest contour and for all contours. The straightforward side does what the reference's
 ``BoxEvaluator`` does per image: load the map, rescale the boxes with ``int(v * 224 / size)``,
 trace OpenCV contours at every threshold (``wsolkit.boxes.opencv_reference_boxes``), take the
@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wsolkit.boxes import box_iou, opencv_reference_boxes  # noqa: E402
 from wsolkit.evaluation.folder import ScoreMaps, evaluate_score_maps  # noqa: E402
-from wsolkit.evaluation.metadata import (  # noqa: E402
+from wsolkit.data.metadata import (  # noqa: E402
     ImageSize,
     Metadata,
     read_metadata,

@@ -443,7 +443,7 @@ def test_unknown_dataset_name():
     with pytest.raises(
         ValueError,
         match=r"unknown dataset 'imagenet'; "
-        r"expected one of \['coco', 'coco_crops', 'cub', 'ilsvrc'\]",
+        r"expected one of \['coco', 'coco_crops', 'cub', 'ilsvrc', 'openimages'\]",
     ):
         get_dataset("imagenet", "/nowhere", "val")
 

@@ -1,5 +1,5 @@
 """The evaluator of anyone's score maps (wsolkit.evaluation.folder, python -m wsolkit.evaluate)
-and wsolevaluation's metadata form (wsolkit.evaluation.metadata): hand-made maps with known
+and wsolevaluation's metadata form (wsolkit.data.metadata): hand-made maps with known
 answers, the straightforward per-threshold OpenCV loop on random maps in both ground-truth forms,
 and every kind of bad input."""
 
@@ -14,7 +14,7 @@ import pytest
 from wsolkit.boxes import box_iou, opencv_reference_boxes
 from wsolkit.evaluate import main
 from wsolkit.evaluation.folder import ScoreMapError, ScoreMaps, evaluate_score_maps
-from wsolkit.evaluation.metadata import (
+from wsolkit.data.metadata import (
     ImageSize,
     Metadata,
     MetadataError,
@@ -273,10 +273,14 @@ def test_bad_metadata_is_an_error_naming_the_file_and_line(tmp_path, edit, messa
 def test_a_missing_metadata_file_and_an_unknown_dataset_are_clear_errors(tmp_path):
     meta = hand_made(tmp_path)
     (meta / "image_sizes.txt").unlink()
-    with pytest.raises(MetadataError, match="image_sizes.txt: missing"):
+    # Only boxes need sizes (the reference's OpenImages folders have none).
+    with pytest.raises(MetadataError, match=r"'a/1.jpg' has no line in .*image_sizes.txt"):
         read_metadata(meta)
-    with pytest.raises(MetadataError, match="'coco': expected 'cub' or 'ilsvrc'"):
-        metadata_from_dataset("coco", CUB, "test")
+    (meta / "class_labels.txt").unlink()
+    with pytest.raises(MetadataError, match="class_labels.txt: missing"):
+        read_metadata(meta)
+    with pytest.raises(MetadataError, match="'voc': expected 'cub', 'ilsvrc', 'openimages' or"):
+        metadata_from_dataset("voc", CUB, "test")
     with pytest.raises(ScoreMapError, match="neither a folder"):
         ScoreMaps(tmp_path / "nothing")
 
@@ -324,3 +328,54 @@ def test_maps_saved_by_a_model_score_what_the_books_evaluation_scores(tmp_path):
     assert ours["gt_known_loc"]["at_threshold"] == book["gt_known_loc"]
     assert ours["top1_loc"]["at_threshold"] == book["top1_loc"]
     assert ours["top1_cls"] == book["top1_cls"] and ours["pxap"] == pytest.approx(book["pxap"])
+
+
+COCO = os.path.join(os.path.dirname(__file__), "fixtures", "coco")
+
+
+def test_a_coco_root_gives_one_item_per_image_and_category_with_crowds_left_out(tmp_path,
+                                                                                  capsys):
+    """The fixture's val2017: image 139 (64 x 48) has a person [2, 3, 42, 33], a crowd region of
+    persons (the first 10 columns), a car and a dog; image 285 a dog; image 632 nothing."""
+    import cv2
+
+    truth = metadata_from_dataset("coco", COCO, "val")
+    assert truth.image_ids == ["000000000139.jpg/1", "000000000139.jpg/3",
+                               "000000000139.jpg/18", "000000000285.jpg/18"]
+    assert [truth.labels[i] for i in truth.image_ids] == [0, 1, 2, 2]
+    person = "000000000139.jpg/1"
+    assert truth.sizes[person] == ImageSize(width=64, height=48)
+    assert truth.boxes[person].tolist() == [[2.0, 3.0, 42.0, 33.0]]  # the crowd box is not one
+    foreground, ignore = truth.masks[person]()
+    assert foreground[3:33, 2:42].all() and foreground.sum() == 40 * 30
+    assert ignore[:, :2].all() and not ignore[:, 10:].any() and not (ignore & foreground).any()
+    # The person's own mask as its map scores PxAP 100; a flat map scores the foreground share
+    # of the pixels outside the crowd region, for every item.
+    maps = {}
+    for item in truth.image_ids:
+        fg, _ = truth.masks[item]()
+        maps[item] = cv2.resize(np.float32(fg), (224, 224), interpolation=cv2.INTER_NEAREST)
+    save_maps(tmp_path / "maps", {i: m.astype(np.float64) for i, m in maps.items()})
+    results = evaluate_score_maps(ScoreMaps(tmp_path / "maps"), truth, interval=0.01,
+                                  progress=False)
+    assert results["pxap"] == pytest.approx(100.0)
+    assert main([str(tmp_path / "maps"), "--dataset", "coco", COCO, "--interval", "0.01",
+                 "--no-progress"]) == 0
+    assert "100.00" in capsys.readouterr().out
+    # A pair with crowd regions only is left out, and counted.
+    root = tmp_path / "coco"
+    import shutil
+
+    shutil.copytree(COCO, root)
+    path = root / "annotations" / "instances_val2017.json"
+    document = json.loads(path.read_text())
+    for annotation in document["annotations"]:
+        if annotation["image_id"] == 139 and annotation["category_id"] == 1:
+            annotation["iscrowd"] = 1
+            if isinstance(annotation["segmentation"], list):
+                annotation["segmentation"] = {"counts": [0, 48 * 4, 48 * 60], "size": [48, 64]}
+    path.write_text(json.dumps(document))
+    from wsolkit.data import DatasetWarning
+
+    with pytest.warns(DatasetWarning, match="left out 1 .image, category. pairs"):
+        assert person not in metadata_from_dataset("coco", root, "val").image_ids

@@ -7,10 +7,13 @@ Ground truth from a wsolevaluation metadata folder::
 or from a wsolkit dataset root::
 
     python -m wsolkit.evaluate MAPS --dataset cub /data/CUB_200_2011 --split test
+    python -m wsolkit.evaluate MAPS --dataset openimages wsolevaluation/dataset/OpenImages
+    python -m wsolkit.evaluate MAPS --dataset coco /data/coco2017 --split val
 
 ``MAPS`` is a folder of ``<image id>.npy`` files or one ``.npz`` (see
 :mod:`wsolkit.evaluation.folder`). Options: ``--predictions FILE`` (``<image id>,<class>...``,
-best first) for top-1 / top-5; ``--mask-root DIR`` where the metadata names mask files;
+best first) for top-1 / top-5; ``--mask-root DIR`` where the metadata names mask files (a
+reference checkout's ``dataset/OpenImages`` is found by itself);
 ``--interval`` (default 0.001, the reference's); ``--iou 30 50 70``; ``--cam-threshold 0.2``
 for the localization at one threshold; ``--out results.json`` (default: next to the maps). The
 table of the headline numbers goes to the terminal; the JSON holds every curve.
@@ -31,7 +34,7 @@ from wsolkit.evaluation.folder import (
     format_results,
     read_predictions,
 )
-from wsolkit.evaluation.metadata import MetadataError, metadata_from_dataset, read_metadata
+from wsolkit.data.metadata import MetadataError, metadata_from_dataset, read_metadata
 
 __all__ = ["main"]
 
@@ -43,11 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("maps", help="a folder of <image id>.npy files, or one .npz")
     truth = parser.add_mutually_exclusive_group(required=True)
     truth.add_argument("--metadata", help="a wsolevaluation metadata folder (image_ids.txt, "
-                       "class_labels.txt, image_sizes.txt, localization.txt)")
+                       "class_labels.txt, localization.txt, and image_sizes.txt for boxes)")
     truth.add_argument("--dataset", nargs=2, metavar=("NAME", "ROOT"),
-                       help="a wsolkit dataset root: cub or ilsvrc, and its folder")
-    parser.add_argument("--split", default=None, help="the split of --dataset (cub: test, "
-                        "ilsvrc: val by default)")
+                       help="a wsolkit dataset root: cub, ilsvrc, openimages or coco (one "
+                       "item per image and category: <file>/<category id>), and its folder")
+    parser.add_argument("--split", default=None, help="the split of --dataset (cub and "
+                        "openimages: test, ilsvrc and coco: val by default)")
     parser.add_argument("--predictions", help="<image id>,<class>[,<class>...] per line")
     parser.add_argument("--mask-root", help="the folder the metadata's mask paths start from")
     parser.add_argument("--interval", type=float, default=0.001,
@@ -71,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             truth = read_metadata(args.metadata)
         else:
             name, root = args.dataset
-            split = args.split or {"cub": "test", "ilsvrc": "val"}.get(name, "test")
+            split = args.split or {"ilsvrc": "val", "coco": "val"}.get(name, "test")
             truth = metadata_from_dataset(name, root, split)
         maps = ScoreMaps(args.maps, size=args.size)
         predictions = (read_predictions(args.predictions, truth.image_ids)

@@ -1,4 +1,5 @@
-"""Datasets in the layouts people download: CUB-200-2011, ILSVRC 2012 localization, MS COCO 2017.
+"""Datasets in the layouts people download: CUB-200-2011, ILSVRC 2012 localization, MS COCO 2017
+and OpenImages30k (wsolevaluation's, with its metadata folders: :mod:`wsolkit.data.metadata`).
 
 Every loader parses and checks its annotation files once, when built, and raises
 :class:`DatasetFormatError` naming the file, the line and the expected form; images are decoded
@@ -8,7 +9,7 @@ transform), ``"label"``, all ground-truth ``"boxes"`` ``(K, 4)`` float32 ``[x1, 
 
 Transforms are called on the whole sample so that boxes and masks move with the image
 (:func:`train_transform`, :func:`eval_transform`); :func:`collate` batches samples.
-``python -m wsolkit.data verify {cub,ilsvrc,coco} ROOT --full`` checks a download.
+``python -m wsolkit.data verify {cub,ilsvrc,coco,openimages} ROOT --full`` checks a download.
 The generator of synthetic datasets in these layouts lives in :mod:`wsolkit.data.synthetic`
 (imported on demand only).
 """
@@ -24,6 +25,7 @@ from wsolkit.data.common import (
 )
 from wsolkit.data.cub import CUBDataset
 from wsolkit.data.ilsvrc import ILSVRCDataset
+from wsolkit.data.openimages import OpenImagesDataset
 from wsolkit.data.registry import get_dataset, verify
 from wsolkit.data.transforms import (
     IMAGENET_MEAN,
@@ -45,6 +47,7 @@ __all__ = [
     "ILSVRCDataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "OpenImagesDataset",
     "collate",
     "eval_transform",
     "get_dataset",

@@ -1,11 +1,11 @@
 """Command line of :mod:`wsolkit.data`.
 
-``python -m wsolkit.data export-metadata {cub,ilsvrc} ROOT --split SPLIT --out DIR`` writes the
-split's ground truth as a wsolevaluation metadata folder (:mod:`wsolkit.evaluation.metadata`),
-so that the reference can be run on exactly the images, labels and boxes wsolkit evaluates.
+``python -m wsolkit.data export-metadata {cub,ilsvrc,openimages} ROOT --split SPLIT --out DIR``
+writes the split's ground truth as a wsolevaluation metadata folder (:mod:`wsolkit.data.metadata`),
+so that the reference can be run on exactly the images, labels, boxes and masks wsolkit evaluates.
 
-``python -m wsolkit.data verify {cub,ilsvrc,coco} ROOT [--full] [--split SPLIT ...] [--workers N]``
-checks a dataset root and prints what it found, what the loaders leave out (with counts) and what
+``python -m wsolkit.data verify {cub,ilsvrc,coco,openimages} ROOT [--full] [--split SPLIT ...]
+[--workers N]`` checks a dataset root and prints what it found, what the loaders leave out (with counts) and what
 is missing or malformed; the exit code is 0 when the root is fine and 1 otherwise. ``--full`` also
 decodes every image and mask, with a progress bar: only this finds truncated or empty image
 files. ``python -m wsolkit.data generate ...`` writes a synthetic
@@ -50,13 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("generate", help="write a synthetic dataset (see wsolkit.data.synthetic)")
     export = commands.add_parser("export-metadata",
                                  help="write a split as a wsolevaluation metadata folder")
-    export.add_argument("name", choices=["cub", "ilsvrc"])
+    export.add_argument("name", choices=["cub", "ilsvrc", "openimages"])
     export.add_argument("root")
     export.add_argument("--split", required=True, help="e.g. test (cub) or val (ilsvrc)")
-    export.add_argument("--out", required=True, help="the folder to write the four files to")
+    export.add_argument("--out", required=True, help="the folder to write the files to")
     args = parser.parse_args(argv)
     if args.command == "export-metadata":
-        from wsolkit.evaluation.metadata import metadata_from_dataset, write_metadata
+        from wsolkit.data.metadata import metadata_from_dataset, write_metadata
 
         try:
             written = write_metadata(metadata_from_dataset(args.name, args.root, args.split),

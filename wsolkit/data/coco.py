@@ -489,6 +489,23 @@ class COCODetection(_COCOBase):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def instances(self, index: int) -> list[dict[str, Any]]:
+        """The annotations kept for image ``index`` (COCO's dicts, in the order of ``boxes``)."""
+        return list(self._anns[index])
+
+    def instance_masks(self, index: int) -> np.ndarray:
+        """``(K, H, W)`` uint8 masks of image ``index``'s kept instances, without decoding the
+        image (``with_masks`` only)."""
+        if self._segmentations is None:
+            raise ValueError("COCODetection was built without masks; pass with_masks=True")
+        info = self.coco.imgs[self.image_ids[index]]
+        masks = np.zeros((len(self._anns[index]), info["height"], info["width"]), dtype=np.uint8)
+        for k, (ann, segmentation) in enumerate(zip(self._anns[index],
+                                                    self._segmentations[index])):
+            where = f"{self.annotation_path}: annotation {ann['id']}"
+            masks[k] = decode_segmentation(segmentation, info["height"], info["width"], where)
+        return masks
+
     def annotation_fingerprint(self) -> str:
         """What defines this split, hashed: image files, image ids, boxes and their classes."""
         labels = [np.asarray([a["category_id"] for a in anns], dtype=np.int64) for anns in self._anns]
@@ -519,11 +536,7 @@ class COCODetection(_COCOBase):
             "orig_size": (image.height, image.width),
         }
         if self._segmentations is not None:
-            masks = np.zeros((len(anns), image.height, image.width), dtype=np.uint8)
-            for k, (ann, segmentation) in enumerate(zip(anns, self._segmentations[index])):
-                where = f"{self.annotation_path}: annotation {ann['id']}"
-                masks[k] = decode_segmentation(segmentation, image.height, image.width, where)
-            sample["masks"] = torch.from_numpy(masks)
+            sample["masks"] = torch.from_numpy(self.instance_masks(index))
         return apply_transform(sample, self.transform, mask_keys=("masks",))
 
     def __repr__(self) -> str:

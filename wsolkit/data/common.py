@@ -503,10 +503,12 @@ class AnnotatedImages(torch.utils.data.Dataset):
 
     A subclass sets ``image_ids``, ``paths``, ``labels``, ``boxes`` and ``transform``, and may
     override :meth:`_orig_size` and :meth:`_extra_fields`; ``box_keys`` names the fields that
-    hold boxes (moved with the image by the transform).
+    hold boxes and ``mask_keys`` the fields that hold masks (both moved with the image by the
+    transform).
     """
 
     box_keys: tuple[str, ...] = ("boxes",)
+    mask_keys: tuple[str, ...] = ("mask",)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -535,4 +537,5 @@ class AnnotatedImages(torch.utils.data.Dataset):
             "orig_size": self._orig_size(index, image),
         }
         sample.update(self._extra_fields(index))
-        return apply_transform(sample, self.transform, box_keys=self.box_keys)
+        return apply_transform(sample, self.transform, box_keys=self.box_keys,
+                               mask_keys=self.mask_keys)

@@ -30,6 +30,7 @@ DATASETS = {
     "ilsvrc": ("wsolkit.data.ilsvrc", "ILSVRCDataset"),
     "coco": ("wsolkit.data.coco", "COCODetection"),
     "coco_crops": ("wsolkit.data.coco", "COCOObjectCrops"),
+    "openimages": ("wsolkit.data.openimages", "OpenImagesDataset"),
 }
 
 
@@ -37,7 +38,7 @@ def get_dataset(name: str, root: str | os.PathLike, split: str, **kwargs: Any) -
     """Build a dataset by name.
 
     Args:
-        name: ``"cub"``, ``"ilsvrc"``, ``"coco"`` or ``"coco_crops"``.
+        name: ``"cub"``, ``"ilsvrc"``, ``"coco"``, ``"coco_crops"`` or ``"openimages"``.
         root: the dataset root.
         split: the split, e.g. ``"train"``, ``"val"``, ``"test"``.
         **kwargs: passed to the loader (``transform``, ``on_bad_box``, ...).
@@ -56,6 +57,7 @@ VERIFY_SPLITS = {
     "cub": ("train", "val", "test"),
     "ilsvrc": ("train", "val"),
     "coco": ("train", "val"),
+    "openimages": ("train", "val", "test"),
 }
 
 
@@ -90,6 +92,16 @@ def _layout_problems(name: str, root: str, splits: Sequence[str]) -> list[str]:
                     f"missing {xml} or {csv}: expected validation boxes as "
                     f"{ilsvrc.EXPECTED['xml']} or {ilsvrc.EXPECTED[ilsvrc.VAL_CSV]}"
                 )
+    elif name == "openimages":
+        from wsolkit.data import openimages
+
+        for split in splits:
+            needed.append((os.path.join(root, split), f"the {split} images as "
+                           f"{split}/<class>/<image>.jpg", os.path.isdir))
+            try:
+                openimages.find_metadata(root, split)
+            except DatasetFormatError as error:
+                problems.append(str(error))
     else:
         from wsolkit.data import coco
 
@@ -101,7 +113,7 @@ def _layout_problems(name: str, root: str, splits: Sequence[str]) -> list[str]:
 
 
 #: Options :func:`verify` builds each dataset with, beyond the split.
-VERIFY_OPTIONS = {"cub": {}, "ilsvrc": {}, "coco": {"with_masks": True}}
+VERIFY_OPTIONS = {"cub": {}, "ilsvrc": {}, "coco": {"with_masks": True}, "openimages": {}}
 
 
 def _build(
@@ -235,7 +247,7 @@ def verify(
     problem; its counts are logged as ``warning: ...`` lines.
 
     Args:
-        name: ``"cub"``, ``"ilsvrc"`` or ``"coco"``.
+        name: ``"cub"``, ``"ilsvrc"``, ``"coco"`` or ``"openimages"``.
         root: the dataset root.
         full: decode every image too (on ILSVRC's 1.33 million files this is long; with
             ``progress`` the bar shows the rate and the time left).
@@ -282,5 +294,9 @@ def verify(
         if full:
             problems.extend(_decode_all(dataset, f"{name} {split}", progress, workers))
             say(f"{name} {split}: decoded {len(dataset)} images")
+            resized = getattr(dataset, "num_masks_resized", 0)
+            if resized:
+                say(f"warning: {name} {split}: {resized} mask file(s) at another size than their "
+                    "image, resized to it (nearest)")
     # A fault in a file every split reads (classes.txt, say) is reported once.
     return list(dict.fromkeys(problems))

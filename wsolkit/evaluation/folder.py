@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metadata import Metadata
+from wsolkit.data.metadata import Metadata
 
 __all__ = ["ScoreMapError", "ScoreMaps", "evaluate_score_maps", "format_results",
            "read_predictions"]
@@ -162,9 +162,11 @@ def _mask_of(truth: Metadata, image_id: str, mask_root: Path | None, size: int):
     import cv2
 
     if truth.masks is not None:
-        mask = np.float32(truth.masks[image_id]())
-        fg = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
-        return fg, np.zeros_like(fg)
+        loaded = truth.masks[image_id]()
+        pair = loaded if isinstance(loaded, tuple) else (loaded, np.zeros_like(loaded))
+        fg, ignore = (cv2.resize(np.float32(m), (size, size),
+                                 interpolation=cv2.INTER_NEAREST) > 0.5 for m in pair)
+        return fg, ignore & ~fg
     if mask_root is None:
         raise ScoreMapError(f"{truth.source}: the ground truth gives masks by path; pass the "
                             "mask root (--mask-root) they are relative to.")
@@ -198,8 +200,8 @@ def evaluate_score_maps(maps: ScoreMaps, truth: Metadata, *, interval: float = 0
 
     Args:
         maps: the score maps.
-        truth: the split's ground truth (:func:`~wsolkit.evaluation.metadata.read_metadata` or
-            :func:`~wsolkit.evaluation.metadata.metadata_from_dataset`).
+        truth: the split's ground truth (:func:`~wsolkit.data.metadata.read_metadata` or
+            :func:`~wsolkit.data.metadata.metadata_from_dataset`).
         interval: the threshold step: ``np.arange(0, 1, interval)`` (the reference's
             ``cam_curve_interval``, 0.001 by default: 1,000 thresholds).
         iou_thresholds: in percent, as the reference takes them.
@@ -236,6 +238,7 @@ def evaluate_score_maps(maps: ScoreMaps, truth: Metadata, *, interval: float = 0
     with_boxes = truth.boxes is not None
     pxap = (LocalizationEvaluator(thresholds=thresholds, pxap_bins=thresholds)
             if truth.has_masks else None)
+    mask_root = mask_root if mask_root is not None else truth.mask_root
     root = Path(mask_root) if mask_root is not None else None
     ious = {"largest": [], "all": []}
     bar = None
