@@ -91,6 +91,23 @@ def test_training_progress_reaches_the_terminal_with_what_is_left(tmp_path, caps
     assert len(out) == 2  # the half-written line waits for its end
 
 
+def test_the_estimate_uses_the_fp32_record_where_training_runs_in_fp32(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    reference = json.loads(book_tool.REFERENCE_MINUTES.read_text())
+    monkeypatch.setenv("WSOL_NATIVE_BF16", "0")
+    fp32 = book_tool._minutes_on_record(tmp_path, "default")
+    monkeypatch.setenv("WSOL_NATIVE_BF16", "1")
+    bf16 = book_tool._minutes_on_record(tmp_path, "default")
+    assert bf16 == reference["default"]
+    assert fp32 == {**reference["default"], **reference["default:fp32"]}
+    assert all(fp32[k] > bf16[k] for k in reference["default:fp32"])
+    # This machine's own record wins over both.
+    (tmp_path / ".00_cam_baseline.minutes").write_text("3.5\n")
+    assert book_tool._minutes_on_record(tmp_path, "default")["00_cam_baseline"] == 3.5
+
+
 def test_unknown_profile_is_refused_with_the_choices():
     with pytest.raises(SystemExit, match="expected one of"):
         book_tool.execute("fast", ROOT / "_build" / "never")
