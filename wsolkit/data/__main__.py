@@ -5,10 +5,10 @@ writes the split's ground truth as a wsolevaluation metadata folder (:mod:`wsolk
 so that the reference can be run on exactly the images, labels, boxes and masks wsolkit evaluates.
 
 ``python -m wsolkit.data verify {cub,ilsvrc,coco,openimages} ROOT [--full] [--split SPLIT ...]
-[--workers N]`` checks a dataset root and prints what it found, what the loaders leave out (with counts) and what
-is missing or malformed; the exit code is 0 when the root is fine and 1 otherwise. ``--full`` also
-decodes every image and mask, with a progress bar: only this finds truncated or empty image
-files. ``python -m wsolkit.data generate ...`` writes a synthetic
+[--workers N]`` checks a dataset root and prints what it found, what the loaders leave out (with
+counts) and what is missing or malformed; the exit code is 0 when the root is fine and 1
+otherwise. ``--full`` also decodes every image and mask, with a progress bar: only this finds
+truncated or empty image files. ``python -m wsolkit.data generate ...`` writes a synthetic
 dataset (see :mod:`wsolkit.data.synthetic`).
 """
 

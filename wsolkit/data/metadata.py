@@ -19,10 +19,11 @@ file                      lines
 ========================= ====================================================================
 
 :func:`read_metadata` reads such a folder (a training split's has no ``localization.txt``:
-pass ``localization=False``), checking every line (an unknown image id, a size that
-is not two positive integers, a box outside its image: each an error naming the file and line);
-:func:`metadata_from_dataset` makes the same from a wsolkit root (CUB, ILSVRC, OpenImages30k); :func:`write_metadata` writes it,
-so that a user can run the reference on exactly our ground truth. Sizes are kept as named
+pass ``localization=False``), checking every line (an unknown image id, a size that is not two
+positive integers, a box outside its image: each an error naming the file and line);
+:func:`metadata_from_dataset` makes the same from a wsolkit root (CUB, ILSVRC, OpenImages30k,
+COCO as (image, category) items); :func:`write_metadata` writes it, so that a user can run the
+reference on exactly our ground truth. Sizes are kept as named
 :class:`ImageSize` fields, never as a bare pair, because the reference stores ``(w, h)`` where
 ``wsolkit`` functions take ``(H, W)``.
 """
@@ -101,7 +102,8 @@ def _lines(path: Path, fields: tuple[int, ...], expected: str):
     """``(line number, fields)`` of every non-empty line with one of ``fields`` comma fields."""
     if not path.is_file():
         raise MetadataError(f"{path}: missing; a wsolevaluation metadata folder holds "
-                            f"{', '.join(FILES)}.")
+                            "image_ids.txt, class_labels.txt, localization.txt and, for boxes, "
+                            "image_sizes.txt.")
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             line = line.rstrip("\n").rstrip("\r")
@@ -283,8 +285,9 @@ def metadata_from_dataset(name: str, root: str | os.PathLike, split: str, **opti
     are left out and counted (:class:`~wsolkit.data.DatasetWarning`).
 
     OpenImages30k's is its own metadata, checked against the files by the loader, with the
-    images' sizes and the root as the mask root. For CUB and ILSVRC, image ids are the images' paths relative to the image folder (the reference's ids: CUB's
-    ``images/`` and ILSVRC's split folder), boxes the loader's (after its documented handling
+    images' sizes and the root as the mask root. For CUB and ILSVRC, image ids are the images'
+    paths relative to the image folder (the reference's ids: CUB's ``images/`` and ILSVRC's
+    split folder), boxes the loader's (after its documented handling
     of degenerate boxes, which it counts), sizes the images' own, and masks (CUB, where the
     segmentations are present) the loader's. ``options`` go to the loader
     (:func:`wsolkit.data.get_dataset`: ``val_per_class``, ``on_bad_box``, ...).
