@@ -11,6 +11,7 @@ instance [1, 20, 9, 28) stored at half size, and an ignore region [0, 18, 12, 30
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -81,18 +82,10 @@ def test_the_train_split_has_labels_only_and_masks_move_with_a_flip():
     flip = OpenImagesDataset(ROOT, "test", transform=v2.RandomHorizontalFlip(p=1.0))
     plain = OpenImagesDataset(ROOT, "test")
     for index in range(len(plain)):
-        with pytest.warns(DatasetWarning) if index == 1 else _no_warning():
+        with pytest.warns(DatasetWarning) if index == 1 else contextlib.nullcontext():
             a, b = plain[index], flip[index]
         for key in ("mask", "ignore"):
             assert torch.equal(b[key], torch.flip(a[key], dims=[1]))
-
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_the_metadata_is_found_beside_the_root_or_where_it_is_named(checkout, tmp_path):
