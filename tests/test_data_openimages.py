@@ -212,3 +212,16 @@ def test_export_metadata_writes_the_references_files_for_openimages(tmp_path):
     assert (tmp_path / "test" / "localization.txt").read_text() == open(reference).read()
     assert data_main(["export-metadata", "openimages", ROOT, "--split", "test",
                       "--out", str(tmp_path / "cli")]) == 0
+
+
+def test_the_evaluator_names_a_mask_file_it_cannot_read(checkout, tmp_path):
+    meta = checkout / "metadata" / "OpenImages" / "test"
+    truth = read_metadata(meta)
+    for image_id in truth.image_ids:
+        path = tmp_path / "maps" / f"{image_id}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.full((224, 224), 0.5))
+    gone = checkout / "dataset" / "OpenImages" / "test" / "0138tl" / "2c105f3c9e1b7d2a_ignore.png"
+    gone.unlink()
+    with pytest.raises(DatasetFormatError, match=f"{gone}: mask file not found"):
+        evaluate_score_maps(ScoreMaps(tmp_path / "maps"), truth, interval=0.01, progress=False)

@@ -126,7 +126,6 @@ class OpenImagesDataset(AnnotatedImages):
             that is missing, or a class folder whose images carry different labels.
     """
 
-    box_keys = ("boxes",)
     mask_keys = ("mask", "ignore")
 
     def __init__(self, root: str | os.PathLike, split: str = "val", transform=None, *,

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from wsolkit.data.metadata import Metadata
+from wsolkit.data.openimages import load_instance_mask
 
 __all__ = ["ScoreMapError", "ScoreMaps", "evaluate_score_maps", "format_results",
            "read_predictions"]
@@ -173,12 +174,11 @@ def _mask_of(truth: Metadata, image_id: str, mask_root: Path | None, size: int):
     paths, ignore_path = truth.mask_paths[image_id]
 
     def read(relative: str) -> np.ndarray:
-        file = mask_root / relative
-        values = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
-        if values is None:
-            raise ScoreMapError(f"{file}: missing or not an image (a mask of {image_id!r}).")
-        return cv2.resize(np.float32(values), (size, size),
-                          interpolation=cv2.INTER_NEAREST) > 0.5
+        # Nearest-neighbour resizing picks pixels, so thresholding first (> 0, the reference's
+        # > 0.5 on 0..255) gives the reference's resize-then-threshold exactly.
+        mask = load_instance_mask(str(mask_root / relative))
+        return cv2.resize(mask.astype(np.uint8), (size, size),
+                          interpolation=cv2.INTER_NEAREST) > 0
 
     fg = np.stack([read(p) for p in paths]).any(axis=0)
     ignore = read(ignore_path) & ~fg if ignore_path else np.zeros_like(fg)
