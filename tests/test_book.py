@@ -240,3 +240,60 @@ def _overflowing_code(page: Path) -> list[str]:
     report = re.search(r'id="overflow-report">overflow\[([^\]]*)\]', dom)
     assert report, f"{page.name}: the overflow probe did not run"
     return report.group(1).split()
+
+
+# Clicks the leaderboard's "method" header twice and its "MaxBoxAccV2" header once, and reports
+# the column each click left, in the rendered page itself.
+_SORT_SCRIPT = """<script>
+window.addEventListener('load', function () {
+  var out = document.createElement('div');
+  out.id = 'sort-report';
+  var table = document.querySelector('table.wsol-sortable');
+  var report = null;
+  if (table) {
+    var headers = Array.prototype.slice.call(table.querySelectorAll('thead th'));
+    var index = function (name) {
+      return headers.findIndex(function (h) { return h.textContent.trim() === name; });
+    };
+    var column = function (i, attribute) {
+      return Array.prototype.map.call(table.tBodies[0].rows, function (row) {
+        var cell = row.cells[i];
+        return attribute ? cell.getAttribute('data-sort') : cell.textContent.trim();
+      });
+    };
+    var method = index('method'), score = index('MaxBoxAccV2');
+    headers[method].click();
+    var up = column(method, false);
+    headers[method].click();
+    var down = column(method, false);
+    headers[score].click();
+    report = {up: up, down: down, scores: column(score, true)};
+  }
+  out.textContent = 'sort[' + JSON.stringify(report) + ']';
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.browser
+def test_the_leaderboard_table_sorts_on_a_click(smoke_site):
+    import html as html_lib
+
+    _, site = smoke_site
+    page = site / "notebooks" / "06_leaderboard.html"
+    probe = page.with_name(f"_sort_{page.name}")
+    probe.write_text(page.read_text().replace("</body>", _SORT_SCRIPT + "</body>"))
+    try:
+        dom = _render(probe.as_uri())
+    finally:
+        probe.unlink()
+    report = re.search(r'id="sort-report">sort\[(.*?)\]</div>', dom, re.S)
+    assert report, "the sort probe did not run"
+    result = json.loads(html_lib.unescape(report.group(1)))
+    assert result, "the leaderboard page has no sortable table"
+    assert len(result["up"]) >= 3
+    assert result["up"] == sorted(result["up"], key=str.lower)
+    assert result["down"] == sorted(result["up"], key=str.lower, reverse=True)
+    numbers = [float(v) for v in result["scores"] if v]
+    assert numbers == sorted(numbers) and numbers, result["scores"]
+    assert all(v for v in result["scores"][:len(numbers)]), "empty cells must sort last"

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["DIRECTIONS", "RECIPE_ROWS", "VERDICTS", "ReportError", "bootstrap_statistic",
            "claim_row", "claims_table", "outcome", "paired_bootstrap", "paper_beside_ours",
-           "recipe_table", "seed_summary", "training_curves", "training_log", "value_range",
-           "verdict", "verdict_counts"]
+           "recipe_table", "seed_summary", "sortable_html", "training_curves", "training_log",
+           "value_range", "verdict", "verdict_counts"]
 
 
 class ReportError(ValueError):
@@ -462,3 +462,44 @@ def training_curves(runs: Mapping[tuple, object], names: Sequence[str], *, hue: 
                     text.set_fontsize(7)
     fig.tight_layout()
     return fig
+
+
+def sortable_html(table, *, numeric: Mapping[str, Sequence[float]] | None = None,
+                  caption: str = "") -> str:
+    """A ``DataFrame`` as an HTML table the site sorts by any column on a click of its header
+    (``_static/sortable.js``).
+
+    Args:
+        table: the cells as shown (strings or numbers), one column per header.
+        numeric: ``{column: values}``, the numbers a column sorts by where its cells are text
+            ("46.1 [45.7, 47.2]" sorts by 46.1); NaN sorts last.
+        caption: shown above the table.
+
+    Raises:
+        ReportError: a ``numeric`` column the table lacks, or of another length.
+    """
+    import html
+    import math
+    import numbers
+
+    numeric = dict(numeric or {})
+    for column, values in numeric.items():
+        if column not in table.columns or len(values) != len(table):
+            raise ReportError(f"sortable_html: numeric column {column!r} is not a column of "
+                              f"the table or has {len(values)} values for {len(table)} rows.")
+    head = "".join(f'<th scope="col" title="click to sort">{html.escape(str(c))}</th>'
+                   for c in table.columns)
+    body = []
+    for i, (_, row) in enumerate(table.iterrows()):
+        cells = []
+        for column in table.columns:
+            value = row[column]
+            key = numeric[column][i] if column in numeric else value
+            sort = (f' data-sort="{float(key)!r}"' if isinstance(key, numbers.Real) and not
+                    math.isnan(float(key)) else
+                    ' data-sort=""' if column in numeric else "")
+            cells.append(f"<td{sort}>{html.escape(str(value))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f'<table class="wsol-sortable">{title}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")

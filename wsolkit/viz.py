@@ -300,3 +300,34 @@ def boxes_at_thresholds(images, maps: Sequence, gt_boxes: Sequence, thresholds, 
         axes[row, 0].set_ylabel(row_labels[row], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def interval_dots(ax, labels: Sequence[str], estimates, lows, highs, *,
+                  colours: Sequence[str] | None = None, xlabel: str = "") -> None:
+    """One row per label: a dot at the estimate and a bar over its interval, the first label
+    on top (a leaderboard at a glance)."""
+    y = np.arange(len(labels))[::-1]
+    estimates, lows, highs = (np.asarray(v, dtype=float) for v in (estimates, lows, highs))
+    colours = list(colours) if colours is not None else ["tab:blue"] * len(labels)
+    for yi, est, low, high, colour in zip(y, estimates, lows, highs, colours):
+        ax.plot([low, high], [yi, yi], color=colour, linewidth=2.5, alpha=0.6)
+        ax.plot(est, yi, "o", color=colour, markersize=5)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel(xlabel)
+
+
+def bar_figure(labels: Sequence[str], values, *, xlabel: str = "",
+               colours: Sequence[str] | None = None, width: float = 6.0,
+               limits: tuple[float, float] = (0.0, 100.0)):
+    """A horizontal bar per label (the first on top), returned without being shown: the draw
+    function of a slider over a score."""
+    fig, ax = plt.subplots(figsize=(width, 0.2 * len(labels) + 1.0))
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, np.asarray(values, dtype=float), color=list(colours) if colours else "tab:blue")
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlim(*limits)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    return fig

@@ -152,7 +152,7 @@ def _split_threshold(evaluation: MapEvaluations, rule: str) -> float | None:
 
 def rule_thresholds(evaluation: MapEvaluations, rule: str) -> np.ndarray:
     """``(N,)`` float64: the threshold each image was scored at under ``rule``."""
-    n = len(evaluation.fixed["per_image_top1"])
+    n = len(evaluation.fixed["per_image_correct"])
     threshold = _split_threshold(evaluation, rule)
     if threshold is not None:
         return np.full(n, threshold)
@@ -174,9 +174,8 @@ def per_image(evaluation: MapEvaluations, rule: str, metric: str) -> np.ndarray:
     """
     if metric not in PER_IMAGE_METRICS:
         raise TableError(f"metric {metric!r}: expected one of {PER_IMAGE_METRICS}.")
-    top1 = np.asarray(evaluation.fixed["per_image_top1"], dtype=bool)
     if metric == "top-1 cls":
-        return 100.0 * top1
+        return 100.0 * _top1(evaluation)
     threshold = _split_threshold(evaluation, rule)
     if threshold is not None:
         correct = np.asarray(evaluation.fixed["per_image_correct"], dtype=bool)[
@@ -184,8 +183,17 @@ def per_image(evaluation: MapEvaluations, rule: str, metric: str) -> np.ndarray:
     else:
         correct = np.asarray(_chooser(evaluation, rule)["ious"], dtype=np.float64) >= _LOC_IOU
     if metric == "top-1 loc":
-        correct = correct & top1
+        correct = correct & _top1(evaluation)
     return 100.0 * correct
+
+
+def _top1(evaluation: MapEvaluations) -> np.ndarray:
+    # Read only where a metric needs it: maps that come with no classifier (a reference
+    # baseline's) still have GT-known loc.
+    if "per_image_top1" not in evaluation.fixed:
+        raise TableError("this evaluation has no per-image classification (maps without a "
+                         "classifier); only 'GT-known loc' and 'MaxBoxAccV2' apply.")
+    return np.asarray(evaluation.fixed["per_image_top1"], dtype=bool)
 
 
 def max_box_acc_v2(iou_all, iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
