@@ -1,29 +1,11 @@
 """The shared baseline runs: the names and configurations every chapter reuses."""
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from wsolkit.baselines import OWNERS, RECIPES, baseline, baseline_options, recipe, training_config
 from wsolkit.profiles import ParameterError
 from wsolkit.runs import config_hash, run_dir_for
 from wsolkit.train.config import result_fields
-
-FIXTURE_CUB = Path(__file__).parent / "fixtures" / "cub"
-
-
-@pytest.fixture
-def cub_root(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    root = data / "synthetic" / "cub"
-    shutil.copytree(FIXTURE_CUB, root)
-    # The fixture has too few images for the default hold-out: name one validation image.
-    train_ids = [line.split()[0] for line in (root / "train_test_split.txt").read_text()
-                 .splitlines() if line.split()[1] == "1"]
-    (root / "val_images.txt").write_text(train_ids[0] + "\n")
-    monkeypatch.setenv("WSOL_DATA_DIR", str(data))
-    return root
 
 
 def test_baselines_are_named_after_the_chapter_that_trained_them(cub_root):

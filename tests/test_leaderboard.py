@@ -2,7 +2,6 @@
 the comparison with Choe et al.'s table."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +14,6 @@ from wsolkit.evaluation.tables import MapEvaluations, TableError, max_box_acc_v2
 from wsolkit.leaderboard import board, entries, published, references
 from wsolkit.leaderboard.protocol import fullsup_rows, on_protocol, split_part
 from wsolkit.reporting import ReportError, sortable_html
-
-FIXTURE_CUB = Path(__file__).parent / "fixtures" / "cub"
-
-
-@pytest.fixture
-def cub_root(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    root = data / "synthetic" / "cub"
-    shutil.copytree(FIXTURE_CUB, root)
-    train_ids = [line.split()[0] for line in (root / "train_test_split.txt").read_text()
-                 .splitlines() if line.split()[1] == "1"]
-    (root / "val_images.txt").write_text(train_ids[0] + "\n")
-    monkeypatch.setenv("WSOL_DATA_DIR", str(data))
-    return root
 
 
 def _run(runs, name, extra, finished="2026-01-01T00:00:00", complete=True):
@@ -295,3 +280,10 @@ def test_sortable_html_sorts_text_cells_by_their_numbers():
     assert 'data-sort="46.1"' in html and 'data-sort=""' in html
     with pytest.raises(ReportError, match="numeric column 'other'"):
         sortable_html(shown, numeric={"other": [1, 2]})
+
+
+def test_choosing_the_threshold_on_test_is_never_worse_on_test():
+    correct = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 1, 0]], dtype=bool)
+    result = _evaluation(np.zeros((4, 3)), correct=correct, top1=[1] * 4)
+    row = board.Row("cub", "m", "", "WSOL", "cam", {0: MapEvaluations(result, None, 0.0)})
+    assert board.chosen_on_test(row) == (50.0, 75.0)
