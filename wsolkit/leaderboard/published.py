@@ -8,8 +8,8 @@ centre-baseline rows are not reproduced here.
 
 :func:`ranking_agreement` compares the direction of each pairwise difference of the methods
 both benchmarks have: in their table a difference of the three-backbone means smaller than
-:data:`PUBLISHED_TIE` points counts as a tie (they ran one seed per setting and call
-differences of this size no improvement); in ours, a difference whose 95% interval contains 0.
+:data:`PUBLISHED_TIE` points counts as a tie (a rule of this book: their table comes without
+intervals); in ours, a difference whose 95% interval contains 0.
 """
 
 from __future__ import annotations
