@@ -69,3 +69,16 @@ def test_hide_and_seek_is_chapter_00s_run_on_cub_and_chapter_04s_on_ilsvrc(cub_r
     assert differing == {"method"}
     assert OWNERS[("ilsvrc", "HaS")] == "04_saliency_aware"
     assert recipe("paper")["has_patch"] == 56
+
+
+def test_cutmix_is_the_leaderboards_run_on_both_layouts_with_the_shared_recipe(cub_root):
+    settings = recipe("default")
+    name, config = baseline("cub", "CutMix", 1, cub_root, 4, settings=settings)
+    assert name == "06_leaderboard-cub-cutmix-s1"
+    assert config.extra["chapter"] == "06_leaderboard"
+    assert config.method == {"cutmix": {"beta": 1.0, "p": 1.0}}
+    # Beside the CAM baseline it differs in the method and the owning chapter alone.
+    _, cam = baseline("cub", "CAM", 1, cub_root, 4, settings=settings)
+    a, b = result_fields(cam), result_fields(config)
+    assert {k for k in a if a[k] != b[k]} == {"method", "extra"}
+    assert OWNERS[("ilsvrc", "CutMix")] == "06_leaderboard"

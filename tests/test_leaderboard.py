@@ -64,8 +64,31 @@ def test_every_entry_names_registered_maps_and_known_layouts():
         assert set(entry.stems) <= set(entries.LAYOUTS) and entry.stems
         for name in entry.maps:
             score_map(name)  # raises on an unknown map
-    with pytest.raises(entries.LeaderboardError, match="no leaderboard entry 'CutMix'"):
-        entries.entry("CutMix")
+    with pytest.raises(entries.LeaderboardError, match="no leaderboard entry 'SPG'"):
+        entries.entry("SPG")
+
+
+def test_the_runs_the_leaderboard_trains_are_the_runs_its_cutmix_row_reads(cub_root, tmp_path,
+                                                                            monkeypatch):
+    from wsolkit.baselines import recipe
+
+    monkeypatch.setenv("WSOL_RUNS_DIR", str(tmp_path / "runs"))
+    settings = recipe("smoke")
+    settings["epochs"] = {"cub": 1, "ilsvrc": 1}
+    settings["batch_size"] = 4
+    trained = entries.train_added_runs("cub", cub_root, settings, [0, 1], progress=False)
+    assert set(trained) == {("CutMix", 0), ("CutMix", 1)}
+    config = json.loads((trained["CutMix", 0].run_dir / "config.json").read_text())
+    assert config["method"] == {"cutmix": {"beta": 1.0, "p": 1.0}}
+    found = entries.find_runs(entries.entry("CutMix").stems["cub"], "cub", cub_root)
+    assert found.runs == {seed: trained["CutMix", seed].run_dir for seed in (0, 1)}
+    # A second call reads them from the run cache: nothing is trained again.
+    finished = (trained["CutMix", 0].run_dir / "results.json").stat().st_mtime_ns
+    again = entries.train_added_runs("cub", cub_root, settings, [0], progress=False)
+    assert again["CutMix", 0].run_dir == trained["CutMix", 0].run_dir
+    assert (again["CutMix", 0].run_dir / "results.json").stat().st_mtime_ns == finished
+    with pytest.raises(entries.LeaderboardError, match="layout 'coco'"):
+        entries.train_added_runs("coco", cub_root, settings, [0])
 
 
 def test_method_row_reports_what_is_missing(cub_root, tmp_path):
@@ -266,6 +289,7 @@ def test_rankings_agree_differ_or_disagree_by_the_stated_rule():
     assert published.agreement(">", ">") == "agrees"
     assert published.agreement(">", "<") == "disagrees"
     assert published.agreement("tie", "<") == "differs"
+    assert ("CutMix", "CAM") in published.SHARED_PAIRS and len(published.SHARED_PAIRS) == 6
     table = published.ranking_agreement("cub", {("Hide-and-Seek", "CAM"): (5.0, 3.0, 7.0)})
     # Theirs on CUB: HaS 60.6 against CAM 61.1, a tie; ours a clear gain: they differ.
     assert table.loc["Hide-and-Seek vs CAM", "agreement"] == "differs"

@@ -1,12 +1,13 @@
-"""The baseline runs the chapters share: CAM, Hide-and-Seek, ADL and WGAP on the CUB and ILSVRC
-layouts.
+"""The baseline runs the chapters share: CAM, Hide-and-Seek, ADL, WGAP and CutMix on the CUB and
+ILSVRC layouts.
 
 Training is the book's largest cost, so a model that several chapters compare against is trained
 once. A run is found by its name and the hash of its configuration (:mod:`wsolkit.runs`), so a
 chapter reuses another's run exactly when it asks for the same name and the same configuration;
 :func:`baseline` is the one place that makes them. On the ``smoke`` and ``default`` profiles the
 CUB-layout CAM and Hide-and-Seek runs are chapter 00's, the ILSVRC-layout Hide-and-Seek runs
-chapter 04's, and ADL, WGAP and the ILSVRC-layout CAM chapter 02's;
+chapter 04's, CutMix the leaderboard's (chapter 06: no paper of the book trains it, every table
+quotes it), and ADL, WGAP and the ILSVRC-layout CAM chapter 02's;
 chapters 03 onwards train only their own methods, with :func:`training_config` and the same
 recipe, so that every comparison with a baseline differs in the method alone.
 
@@ -58,11 +59,12 @@ RECIPES = {
 }
 
 #: The baseline methods and their short names in run names.
-BASELINES = {"CAM": "cam", "HaS": "has", "ADL": "adl", "WGAP": "wgap"}
+BASELINES = {"CAM": "cam", "HaS": "has", "ADL": "adl", "WGAP": "wgap", "CutMix": "cutmix"}
 
 #: The chapter that trains each shared baseline on the ``smoke`` and ``default`` profiles.
 OWNERS = {("cub", "CAM"): "00_cam_baseline", ("cub", "HaS"): "00_cam_baseline",
-          ("ilsvrc", "HaS"): "04_saliency_aware"}
+          ("ilsvrc", "HaS"): "04_saliency_aware", ("cub", "CutMix"): "06_leaderboard",
+          ("ilsvrc", "CutMix"): "06_leaderboard"}
 
 
 def recipe(profile: str) -> dict:
@@ -74,13 +76,15 @@ def recipe(profile: str) -> dict:
 def baseline_options(method: str, settings: Mapping) -> dict:
     """``TrainConfig.method`` of a baseline: CAM none, Hide-and-Seek the recipe's patch with
     p = 0.5 (chapter 00's), ADL at the recipe's positions (drop rate 0.75, threshold 0.8, as
-    Choe & Shim use for VGG), WGAP the softmax-weighted mean."""
+    Choe & Shim use for VGG), WGAP the softmax-weighted mean, CutMix with beta = 1 on every
+    batch (the defaults of Choe et al.'s re-evaluation code)."""
     check_choice("baseline", method, tuple(BASELINES))
     return {"CAM": {},
             "HaS": {"hide_and_seek": {"patch": settings["has_patch"], "p": 0.5}},
             "ADL": {"adl": {"positions": list(settings["adl_positions"]), "drop_rate": 0.75,
                             "gamma": 0.8}},
-            "WGAP": {"wgap": {"divide_by_area": False}}}[method]
+            "WGAP": {"wgap": {"divide_by_area": False}},
+            "CutMix": {"cutmix": {"beta": 1.0, "p": 1.0}}}[method]
 
 
 def training_config(dataset: str, root: str | os.PathLike, num_classes: int, seed: int,

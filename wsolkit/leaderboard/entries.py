@@ -1,10 +1,12 @@
 """The methods of the leaderboard and the chapter runs each is read from.
 
-The leaderboard trains no weakly supervised model itself: every row reuses the runs its chapter
-trained, found in the run cache by name (``<stem>-s<seed>-<config hash>``) and kept only if
-they were trained on the dataset root being evaluated, in its current version (the split
-fingerprint stored in the run's configuration). A row whose chapter has not been executed on
-this profile is reported as missing, with the chapter that trains it.
+Every row reuses the runs its chapter trained, found in the run cache by name
+(``<stem>-s<seed>-<config hash>``) and kept only if they were trained on the dataset root being
+evaluated, in its current version (the split fingerprint stored in the run's configuration). A
+row whose chapter has not been executed on this profile is reported as missing, with the chapter
+that trains it. The one weakly supervised method no chapter trains, CutMix (every paper of the
+book quotes it as the standard augmentation row), is a shared baseline that the leaderboard
+trains itself (:func:`train_added_runs`), with the recipe of every other baseline.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from pathlib import Path
 from wsolkit.chapter import data_extra, data_root_of
 from wsolkit.profiles import runs_dir
 
-__all__ = ["ENTRIES", "LAYOUTS", "NOT_IMPLEMENTED", "Entry", "FoundRuns", "LeaderboardError",
-           "entry", "find_runs"]
+__all__ = ["CHAPTER", "ENTRIES", "LAYOUTS", "Entry", "FoundRuns", "LeaderboardError", "entry",
+           "find_runs", "train_added_runs"]
+
+#: The leaderboard's own chapter: the owner of the runs it trains.
+CHAPTER = "06_leaderboard"
 
 #: The dataset layouts of the leaderboard.
 LAYOUTS = ("cub", "ilsvrc")
@@ -86,10 +91,8 @@ ENTRIES = (
           ("cam", "inner_cam", "cams2i")),
     Entry("CAMs2i", "Kou et al. 2021", "05_cams2i", _both("05_cams2i-{layout}-cams2i"),
           ("cam", "inner_cam", "cams2i")),
+    Entry("CutMix", "Yun et al. 2019", CHAPTER, _both(CHAPTER + "-{layout}-cutmix")),
 )
-
-#: Rows of the papers' tables the book has no implementation of: named, never filled in.
-NOT_IMPLEMENTED = {"CutMix": "Yun et al. 2019; wsolkit has no CutMix method"}
 
 
 def entry(method: str) -> Entry:
@@ -179,3 +182,30 @@ def find_runs(stem: str, layout: str, root: str | os.PathLike,
         found.runs[seed] = run_dir
     found.runs = dict(sorted(found.runs.items()))
     return found
+
+
+def train_added_runs(layout: str, root: str | os.PathLike, settings: Mapping, seeds, *,
+                     launcher: str = "local", progress: bool | str = "auto") -> dict:
+    """Train, or read from the run cache, the runs the leaderboard adds on one layout: every
+    shared baseline whose owner is :data:`CHAPTER` (:data:`wsolkit.baselines.OWNERS`), once per
+    seed, with the recipe ``settings`` (:func:`wsolkit.baselines.recipe`).
+
+    Returns:
+        ``{(method, seed): RunRecord}``; without native bf16 the missing runs train two at a
+        time (:func:`wsolkit.chapter.train_or_load_all`).
+    """
+    from wsolkit.baselines import OWNERS, baseline
+    from wsolkit.chapter import train_or_load_all
+    from wsolkit.data import get_dataset
+
+    if layout not in LAYOUTS:
+        raise LeaderboardError(f"layout {layout!r}; expected one of {LAYOUTS}.")
+    methods = [m for (d, m), owner in OWNERS.items() if d == layout and owner == CHAPTER]
+    options = {"train_boxes": False} if layout == "ilsvrc" else {}
+    num_classes = get_dataset(layout, root, "train", **options).num_classes
+    # The paper profile shares no runs between chapters: the runs are then this chapter's own.
+    own = {} if settings.get("shared", False) else {"chapter": CHAPTER}
+    runs = {(method, seed): baseline(layout, method, seed, root, num_classes,
+                                     settings=settings, **own)
+            for method in methods for seed in seeds}
+    return train_or_load_all(runs, launcher=launcher, progress=progress)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["BACKBONES", "CHOE_2020", "CHOE_SOURCE", "PUBLISHED_TIE", "SHARED_METHODS",
+__all__ = ["BACKBONES", "CHOE_2020", "CHOE_SOURCE", "PUBLISHED_TIE", "SHARED_METHODS", "SHARED_PAIRS",
            "agreement", "choe_table", "direction", "published_mean", "ranking_agreement"]
 
 CHOE_SOURCE = ("Choe, Oh, Lee, Chun, Akata & Shim, Evaluating Weakly Supervised Object "
@@ -35,7 +35,10 @@ CHOE_2020 = {
         "SPG": (55.9, 62.4, 56.7), "ADL": (58.3, 62.1, 55.2), "CutMix": (58.1, 62.6, 57.7)},
 }
 #: Their names of the methods the book implements too, by the book's names.
-SHARED_METHODS = {"CAM": "CAM", "Hide-and-Seek": "HaS", "ADL": "ADL"}
+SHARED_METHODS = {"CAM": "CAM", "Hide-and-Seek": "HaS", "ADL": "ADL", "CutMix": "CutMix"}
+#: Every pair of them, the later method of the table first (``a - b``).
+SHARED_PAIRS = tuple((b, a) for i, a in enumerate(SHARED_METHODS)
+                     for b in list(SHARED_METHODS)[i + 1:])
 #: The book's layouts and the dataset of theirs each stands in for.
 LAYOUT_DATASETS = {"cub": "CUB", "ilsvrc": "ImageNet"}
 PUBLISHED_TIE = 1.0

@@ -12,6 +12,7 @@ module                    method (configuration name)                  score map
 ``cam``                   CAM, Zhou et al. 2016 (``cam``)              ``cam``
 ``hide_and_seek``         Singh & Lee 2017 (``hide_and_seek``)         -
 ``adl``                   Choe & Shim 2019 (``adl``)                   -
+``cutmix``                Yun et al. 2019 (``cutmix``)                 -
 ``cosine_dcm``            Barz & Denzler 2022 (``cosine``,             ``cosine_similarity``
                           ``random_erasing``)
 ``improving_cam``         Zhang, Chang & Bui (``wgap``)                ``recombined``,
