@@ -5,7 +5,17 @@ from __future__ import annotations
 import torch
 
 from wsolkit.runs import load_model
-from wsolkit.train import fit, toy_data
+from wsolkit.train import TrainConfig, fit, toy_data
+
+
+def toy_method_config(method, **overrides):
+    """A tiny deterministic fp32 run of ``method`` on 32 toy images of 16 px, 4 classes."""
+    base = dict(model="simple_gap", model_kwargs={"widths": [8, 8, 16, 16]}, num_classes=4,
+                image_size=16, epochs=2, batch_size=8, lr=0.05, hflip=False,
+                deterministic=True, amp="off", method=method,
+                extra={"toy_data": {"num_samples": 32}})
+    base.update(overrides)
+    return TrainConfig(**base)
 
 
 def assert_trains_exactly_like_cam(tmp_path, cam_config, off_config):

@@ -14,21 +14,12 @@ from wsolkit.models import build_model
 from wsolkit.runs import load_model
 from wsolkit.train import ConfigError, TrainConfig, fit, model_from_config, toy_data
 
-from method_checks import assert_trains_exactly_like_cam
+from method_checks import assert_trains_exactly_like_cam, toy_method_config
 
 SMALL = {"simple_gap": (64, {}, "pool3"),
          "vgg16_gap": (64, {"width": 0.125, "small_input": True}, "pool3"),
          "resnet50_gap": (64, {"width": 0.125, "small_input": True}, "layer3"),
          "alexnet_gap": (224, {}, "pool2")}
-
-
-def toy_config(tmp_path, method, **overrides):
-    base = dict(model="simple_gap", model_kwargs={"widths": [8, 8, 16, 16]}, num_classes=4,
-                image_size=16, epochs=2, batch_size=8, lr=0.05, hflip=False,
-                deterministic=True, amp="off", method=method,
-                extra={"toy_data": {"num_samples": 32}})
-    base.update(overrides)
-    return TrainConfig(**base)
 
 
 # --------------------------------------------------------------------- eq. 3 and eq. 5
@@ -99,7 +90,7 @@ def test_eq_6_by_hand_with_y1_as_the_target():
 
 
 def test_the_intra_weight_ramps_from_0_to_1_over_half_the_epochs():
-    config = toy_config(None, {"cams2i": {"inter_weight": 0}}, epochs=10)
+    config = toy_method_config({"cams2i": {"inter_weight": 0}}, epochs=10)
     model = build_model("simple_gap", 4, widths=[8, 8, 16, 16])
     (parts,) = build_methods(config.method, model, config)
     term = parts.losses["intra"]
@@ -110,7 +101,7 @@ def test_the_intra_weight_ramps_from_0_to_1_over_half_the_epochs():
                                           epochs_done / 10, model))
 
     assert at(0) == 0.0 and at(2.5) == pytest.approx(0.5) and at(5) == 1.0 and at(9) == 1.0
-    config = toy_config(None, {"cams2i": {"inter_weight": 0, "ramp": 0.0}}, epochs=10)
+    config = toy_method_config({"cams2i": {"inter_weight": 0, "ramp": 0.0}}, epochs=10)
     (parts,) = build_methods(config.method, model, config)
     assert parts.losses["intra"].weight == 1.0
     assert parts.batch_sampler is None and not parts.frozen  # CAMsIntra: no f, plain batches
@@ -154,7 +145,7 @@ def test_p_ij_and_the_inter_sample_loss_of_hand_made_features():
 
 
 def test_every_batch_of_the_sampler_holds_at_least_two_images_of_each_of_its_classes():
-    config = toy_config(None, {"cams2i": {"features": "random"}}, batch_size=12,
+    config = toy_method_config({"cams2i": {"features": "random"}}, batch_size=12,
                         num_classes=5)
     model = build_model("simple_gap", 5, widths=[8, 8, 16, 16])
     (parts,) = build_methods(config.method, model, config)
@@ -216,7 +207,7 @@ def test_the_combined_map_is_the_mean_of_the_two_normalised_maps():
 
 
 def test_cams2i_trains_with_a_frozen_f_and_its_checkpoint_restores_it(tmp_path):
-    config = toy_config(tmp_path, {"cams2i": {"features": "random", "ramp": 0.0}})
+    config = toy_method_config({"cams2i": {"features": "random", "ramp": 0.0}})
     train, val = toy_data(config)
     summary = fit(None, train, config, val_data=val, run_dir=tmp_path / "run", progress=False)
     last = summary["history"][-1]
@@ -235,8 +226,8 @@ def test_cams2i_trains_with_a_frozen_f_and_its_checkpoint_restores_it(tmp_path):
 
 def test_with_every_term_off_the_run_trains_exactly_the_cam_network(tmp_path):
     off = assert_trains_exactly_like_cam(
-        tmp_path, toy_config(tmp_path, {}),
-        toy_config(tmp_path, {"cams2i": {"inner_weight": 0, "intra_weight": 0,
+        tmp_path, toy_method_config({}),
+        toy_method_config({"cams2i": {"inner_weight": 0, "intra_weight": 0,
                                          "inter_weight": 0}}))
     assert "inner_classifier" in off.heads
 
@@ -254,7 +245,7 @@ def test_with_every_term_off_the_run_trains_exactly_the_cam_network(tmp_path):
 ])
 def test_bad_options_are_clear_errors(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
-        model_from_config(toy_config(tmp_path, {"cams2i": options}))
+        model_from_config(toy_method_config({"cams2i": options}))
 
 
 def test_the_rows_differ_in_one_option_each_and_camsintra_needs_no_f():

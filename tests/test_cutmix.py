@@ -10,18 +10,9 @@ import torch.nn.functional as F
 from wsolkit.methods import available_methods
 from wsolkit.methods.cutmix import CutMix, Mixing, cut_box, cutmix_loss, mix_batch
 from wsolkit.runs import load_model
-from wsolkit.train import TrainConfig, fit, toy_data
+from wsolkit.train import fit, toy_data
 
-from method_checks import assert_trains_exactly_like_cam
-
-
-def toy_config(method, **overrides):
-    base = dict(model="simple_gap", model_kwargs={"widths": [8, 8, 16, 16]}, num_classes=4,
-                image_size=16, epochs=2, batch_size=8, lr=0.05, hflip=False,
-                deterministic=True, amp="off", method=method,
-                extra={"toy_data": {"num_samples": 32}})
-    base.update(overrides)
-    return TrainConfig(**base)
+from method_checks import assert_trains_exactly_like_cam, toy_method_config
 
 
 def test_the_box_follows_the_reference_rule_by_hand():
@@ -123,7 +114,7 @@ def test_bad_options_are_clear_errors(options):
 
 def test_cutmix_is_registered_and_trains_end_to_end(tmp_path):
     assert "cutmix" in available_methods()
-    config = toy_config({"cutmix": {"beta": 1.0, "p": 1.0}})
+    config = toy_method_config({"cutmix": {"beta": 1.0, "p": 1.0}})
     train, _ = toy_data(config)
     summary = fit(None, train, config, run_dir=tmp_path / "run", progress=False)
     assert all(np.isfinite(r["loss"]) for r in summary["history"])
@@ -135,5 +126,5 @@ def test_cutmix_is_registered_and_trains_end_to_end(tmp_path):
 
 
 def test_cutmix_that_never_mixes_trains_exactly_the_cam_network(tmp_path):
-    assert_trains_exactly_like_cam(tmp_path, toy_config({}),
-                                   toy_config({"cutmix": {"beta": 1.0, "p": 0.0}}))
+    assert_trains_exactly_like_cam(tmp_path, toy_method_config({}),
+                                   toy_method_config({"cutmix": {"beta": 1.0, "p": 0.0}}))
