@@ -61,7 +61,9 @@ def test_every_entry_names_registered_maps_and_known_layouts():
 
     assert len({e.method for e in entries.ENTRIES}) == len(entries.ENTRIES)
     for entry in entries.ENTRIES:
-        assert set(entry.stems) <= set(entries.LAYOUTS) and entry.stems
+        assert set(entry.stems) <= set(entries.LAYOUTS)
+        # A row on no layout must say why in its own words.
+        assert entry.stems or entry.absent != entries.Entry.absent
         for name in entry.maps:
             score_map(name)  # raises on an unknown map
     with pytest.raises(entries.LeaderboardError, match="no leaderboard entry 'SPG'"):
@@ -99,6 +101,12 @@ def test_method_row_reports_what_is_missing(cub_root, tmp_path):
     assert "0 of 3 seeds" in missing.reason and "02_improving_cam" in missing.reason
     cosine = board.method_row(entries.entry("DCM, one-hot cosine loss"), splits)
     assert isinstance(cosine, board.Missing) and "not trained on this layout" in cosine.reason
+    # Chapter 01 trains the hierarchy embeddings on COCO scenes only: no chapter fills its
+    # rows, and the reason says so instead of sending the reader to execute chapter 01.
+    ilsvrc = _splits(_set(6, offset=0), _set(6, offset=0), layout="ilsvrc", root=cub_root)
+    hierarchy = board.method_row(entries.entry("DCM, hierarchy cosine loss"), ilsvrc)
+    assert isinstance(hierarchy, board.Missing)
+    assert "COCO layout only" in hierarchy.reason and "execute" not in hierarchy.reason
 
 
 # --------------------------------------------------------------------------------------------

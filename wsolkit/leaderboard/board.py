@@ -87,8 +87,7 @@ def method_row(entry: Entry, splits: ProtocolSplits, *, min_seeds: int = 1,
     """
     stem = entry.stems.get(splits.layout)
     if stem is None:
-        return Missing(splits.layout, entry.method, entry.chapter,
-                       "not trained on this layout by its chapter")
+        return Missing(splits.layout, entry.method, entry.chapter, entry.absent)
     found = find_runs(stem, splits.layout, splits.root, runs_root)
     if len(found.runs) < min_seeds:
         extra = [f"{n} {what}" for n, what in ((found.other_data, "on other data"),
