@@ -137,6 +137,22 @@ def test_seed_summary_writes_mean_and_range_and_keeps_group_order():
     assert value_range([0.25, 0.25]) == "0.25" and value_range([0.3, 0.2, 0.25]) == "0.20-0.30"
 
 
+def test_per_run_table_indexes_each_run_by_its_key_in_order():
+    from wsolkit.reporting import per_run_table, seed_summary
+
+    table = per_run_table({("DCM", 1): {"mAP": 30.0, "theta": 0.3},
+                           ("DCM", 0): {"mAP": 20.0, "theta": 0.2},
+                           ("CAM", 0): {"mAP": 10.0, "theta": 0.1}})
+    assert table.index.names == ["method", "seed"]
+    assert list(table.index) == [("DCM", 1), ("DCM", 0), ("CAM", 0)]
+    assert list(table.columns) == ["mAP", "theta"]
+    assert table.loc[("DCM", 0), "mAP"] == 20.0
+    assert seed_summary(table).loc["DCM", "mAP"] == "25.0 (20.0-30.0)"
+    assert per_run_table({("a", "CAM", 0): {"x": 1}}, names=("layout", "method", "seed")
+                         ).index.names == ["layout", "method", "seed"]
+    with pytest.raises(ReportError, match="'CAM'.*method, seed"):
+        per_run_table({"CAM": {"x": 1}})
+
 def test_claims_table_counts_verdicts_and_refuses_a_row_without_one():
     from wsolkit.reporting import claim_row, claims_table, outcome, verdict_counts
 

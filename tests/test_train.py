@@ -56,6 +56,11 @@ def test_config_round_trips_through_json_and_rejects_unknown_fields(tmp_path):
         tiny_config(extra={"f": object()})
 
 
+def test_normalization_is_the_trained_mean_and_std_and_no_field_of_the_run_key():
+    cfg = tiny_config(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    assert cfg.normalization == {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3)}
+    assert "normalization" not in cfg.to_dict()
+
 def test_head_lr_multiplier_defaults_to_10_only_when_pretrained():
     assert tiny_config().resolved_head_lr_mult() == 1.0
     assert tiny_config(model="vgg16_gap", model_kwargs={"pretrained": True}).resolved_head_lr_mult() == 10.0

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["DIRECTIONS", "RECIPE_ROWS", "VERDICTS", "ReportError", "bootstrap_statistic",
            "claim_row", "claims_table", "outcome", "paired_bootstrap", "paper_beside_ours",
-           "recipe_table", "seed_summary", "sortable_html", "training_curves", "training_log",
+           "per_run_table", "recipe_table", "seed_summary", "sortable_html", "training_curves", "training_log",
            "value_range", "verdict", "verdict_counts"]
 
 
@@ -363,6 +363,28 @@ def value_range(values, digits: int = 2) -> str:
     values = np.asarray(values, dtype=float)
     low, high = float(np.min(values)), float(np.max(values))
     return f"{low:.{digits}f}" if low == high else f"{low:.{digits}f}-{high:.{digits}f}"
+
+
+def per_run_table(rows: Mapping[tuple, Mapping], names: Sequence[str] = ("method", "seed")):
+    """The per-run table :func:`seed_summary` reads: one row per run, indexed by ``names``.
+
+    Args:
+        rows: ``{(method, seed): {column: value}}``, a key per run in the order to show.
+        names: the index levels the keys' parts are.
+
+    Raises:
+        ReportError: a key is not a tuple of ``len(names)`` parts.
+    """
+    import pandas as pd
+
+    names = list(names)
+    wrong = [key for key in rows if not isinstance(key, tuple) or len(key) != len(names)]
+    if wrong:
+        raise ReportError(f"per_run_table: the key {wrong[0]!r} is not a tuple of {len(names)} "
+                          f"parts ({', '.join(names)}).")
+    table = pd.DataFrame.from_dict(dict(rows), orient="index")
+    table.index = pd.MultiIndex.from_tuples(list(rows), names=names)
+    return table
 
 
 def seed_summary(per_run, *, by: str | Sequence[str] = "method", digits: int = 1,

@@ -160,6 +160,12 @@ class TrainConfig:
                 f"TrainConfig must be JSON-serialisable (plain numbers, strings, lists, dicts): {err}"
             ) from None
 
+    @property
+    def normalization(self) -> dict:
+        """``{"mean", "std"}``: the per-channel normalisation the model was trained with, as the
+        keyword arguments of the functions that run a trained model on raw images."""
+        return {"mean": self.mean, "std": self.std}
+
     def to_dict(self) -> dict:
         """A JSON-compatible dict (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
