@@ -153,6 +153,7 @@ def test_per_run_table_indexes_each_run_by_its_key_in_order():
     with pytest.raises(ReportError, match="'CAM'.*method, seed"):
         per_run_table({"CAM": {"x": 1}})
 
+
 def test_claims_table_counts_verdicts_and_refuses_a_row_without_one():
     from wsolkit.reporting import claim_row, claims_table, outcome, verdict_counts
 

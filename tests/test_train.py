@@ -61,6 +61,7 @@ def test_normalization_is_the_trained_mean_and_std_and_no_field_of_the_run_key()
     assert cfg.normalization == {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3)}
     assert "normalization" not in cfg.to_dict()
 
+
 def test_head_lr_multiplier_defaults_to_10_only_when_pretrained():
     assert tiny_config().resolved_head_lr_mult() == 1.0
     assert tiny_config(model="vgg16_gap", model_kwargs={"pretrained": True}).resolved_head_lr_mult() == 10.0

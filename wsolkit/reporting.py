@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["DIRECTIONS", "RECIPE_ROWS", "VERDICTS", "ReportError", "bootstrap_statistic",
            "claim_row", "claims_table", "outcome", "paired_bootstrap", "paper_beside_ours",
-           "per_run_table", "recipe_table", "seed_summary", "sortable_html", "training_curves", "training_log",
-           "value_range", "verdict", "verdict_counts"]
+           "per_run_table", "recipe_table", "seed_summary", "sortable_html", "training_curves",
+           "training_log", "value_range", "verdict", "verdict_counts"]
 
 
 class ReportError(ValueError):
